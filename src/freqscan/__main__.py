@@ -1,0 +1,3 @@
+from freqscan.cli import main
+
+main()

@@ -1,0 +1,140 @@
+"""The output directory: Delta Lake tables, written so readers never see a half-done run.
+
+Layout of ``OUT/``: one Delta table per name in :data:`~freqscan.tables.schemas.TABLES`.
+
+How a run becomes visible:
+
+1. Workers write each shard's ``hits`` as a Parquet file straight into ``OUT/hits/`` under a name
+   fixed by (run, shard), so a retried shard overwrites its own file and never adds a second one.
+   Files no Delta commit references are invisible to every Delta reader.
+2. At the end the driver commits ``hits`` (referencing those files), ``shard_counts``, ``shards``
+   and ``frequencies``, each an atomic Delta commit that replaces the previous run's rows.
+3. Last, it appends the run's row to ``runs`` with the Delta version of every table it
+   committed. That row is what makes the run current: :meth:`OutputStore.snapshot` opens each
+   table at the versions the latest succeeded run recorded, so a run that dies between commits
+   leaves the previous run's consistent snapshot in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, Schema, write_deltalake
+from deltalake.transaction import AddAction, create_table_with_add_actions
+
+from freqscan.tables.schemas import RUNS, TABLES
+
+RUN_SUCCEEDED = "succeeded"
+
+
+class OutputError(RuntimeError):
+    """The output directory does not hold what was asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataFile:
+    """A Parquet file a worker wrote into a table's directory, not yet committed.
+
+    Args:
+        path: Path relative to the table root (what the Delta log records).
+        size: Bytes.
+        modification_time: Milliseconds since the epoch.
+        num_rows: Rows in the file.
+    """
+
+    path: str
+    size: int
+    modification_time: int
+    num_rows: int
+
+
+def _absolute(out: str) -> str:
+    return out if "://" in out else os.path.abspath(out)
+
+
+def write_data_file(out: str, table: str, filename: str, data: pa.Table) -> DataFile:
+    """Write ``data`` as ``OUT/<table>/<filename>``; safe to call from a worker, idempotent."""
+    uri = f"{_absolute(out).rstrip('/')}/{table}/{filename}"
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    with fs.open(path, "wb") as fh:
+        pq.write_table(data.cast(TABLES[table]), fh, compression="zstd")
+    return DataFile(filename, fs.size(path), int(time.time() * 1000), data.num_rows)
+
+
+class OutputStore:
+    """Reads and commits the tables of one output directory.
+
+    Args:
+        out: Output directory, local path or fsspec URL.
+    """
+
+    def __init__(self, out: str) -> None:
+        self.out = _absolute(out)
+
+    def table_uri(self, name: str) -> str:
+        return f"{self.out.rstrip('/')}/{name}"
+
+    def exists(self) -> bool:
+        return DeltaTable.is_deltatable(self.table_uri("runs"))
+
+    def commit_files(self, name: str, files: list[DataFile]) -> int:
+        """Make ``files`` the whole content of table ``name``; returns the new version."""
+        uri = self.table_uri(name)
+        schema = Schema.from_arrow(TABLES[name])
+        if not files:
+            return self.replace(name, TABLES[name].empty_table())
+        actions = [
+            AddAction(f.path, f.size, {}, f.modification_time, True, json.dumps({"numRecords": f.num_rows}))
+            for f in files
+        ]
+        if DeltaTable.is_deltatable(uri):
+            DeltaTable(uri).create_write_transaction(actions, mode="overwrite", schema=schema)
+        else:
+            create_table_with_add_actions(uri, schema, actions, mode="error")
+        return DeltaTable(uri).version()
+
+    def replace(self, name: str, data: pa.Table) -> int:
+        """Replace table ``name`` with ``data`` in one commit; returns the new version."""
+        uri = self.table_uri(name)
+        write_deltalake(uri, data.cast(TABLES[name]), mode="overwrite")
+        return DeltaTable(uri).version()
+
+    def append_run(self, row: dict[str, Any]) -> None:
+        """Append a run's record; this commit is what makes the run current."""
+        write_deltalake(self.table_uri("runs"), pa.Table.from_pylist([row], schema=RUNS), mode="append")
+
+    def runs(self) -> pa.Table:
+        if not self.exists():
+            raise OutputError(f"{self.out}: no freqscan output here (no runs table)")
+        return DeltaTable(self.table_uri("runs")).to_pyarrow_table()
+
+    def current_run(self, run_id: str | None = None) -> dict[str, Any]:
+        """The record of run ``run_id``, or of the latest succeeded run."""
+        rows = [r for r in self.runs().to_pylist() if r["status"] == RUN_SUCCEEDED]
+        if run_id is not None:
+            rows = [r for r in rows if r["run_id"] == run_id]
+            if not rows:
+                raise OutputError(f"{self.out}: no succeeded run with id {run_id!r}")
+        if not rows:
+            raise OutputError(f"{self.out}: no run has succeeded yet")
+        return max(rows, key=lambda r: r["finished_at"])
+
+    def snapshot(self, run_id: str | None = None) -> dict[str, pads.Dataset]:
+        """Every table as a dataset, at the versions the given (or latest) run committed."""
+        run = self.current_run(run_id)
+        versions: dict[str, int] = json.loads(run["table_versions"])
+        tables = {
+            name: DeltaTable(self.table_uri(name), version=version).to_pyarrow_dataset()
+            for name, version in versions.items()
+        }
+        tables["runs"] = DeltaTable(self.table_uri("runs")).to_pyarrow_dataset()
+        return tables
