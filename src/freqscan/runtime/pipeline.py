@@ -208,10 +208,14 @@ def _connect(runtime: RuntimeConfig) -> bool:
         return False
     # "local" forces an in-process Ray even when RAY_ADDRESS is set: the CLI already turned
     # RAY_ADDRESS into runtime.address, so an unset address means the user wants a local run.
+    # Ray's own INFO/WARNING chatter would interleave with freqscan's progress display; errors
+    # still show, and the full logs stay in Ray's session directory.
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     ray.init(
         address=runtime.address or "local",
         include_dashboard=False,
-        logging_level=logging.WARNING,
+        logging_level=logging.ERROR,
         log_to_driver=False,
     )
     return True
