@@ -101,6 +101,26 @@ def test_dirty_webdataset_shards(tmp_path, concepts):
     url = run_query(str(out), "SELECT url, metadata FROM hits WHERE key = '000000005'").to_pylist()
     assert url[0]["url"] == "http://x/5.jpg" and json.loads(url[0]["metadata"])["caption"] == "two cats"
 
+    # A re-run on the same input gives identical tables (but for the run id) and a second run;
+    # the first run stays readable.
+    def tables(run_id=None):
+        return [
+            run_query(str(out), sql, run_id).to_pylist()
+            for sql in (
+                "SELECT * EXCLUDE (run_id) FROM frequencies ORDER BY concept_id",
+                "SELECT * EXCLUDE (run_id) FROM shards ORDER BY shard",
+                "SELECT * EXCLUDE (run_id) FROM hits ORDER BY shard, key",
+                "SELECT * EXCLUDE (run_id) FROM shard_counts ORDER BY shard, concept_id",
+            )
+        ]
+
+    before = tables()
+    assert invoke("count", "--input", str(shards), "--out", str(out), "--concepts", concepts).exit_code == 0
+    runs = run_query(str(out), "SELECT run_id FROM runs ORDER BY started_at").to_pylist()
+    assert len(runs) == 2 and runs[0]["run_id"] == run["run_id"]
+    assert tables() == before
+    assert tables(run["run_id"]) == before
+
 
 def test_dirty_parquet_shard(tmp_path, concepts):
     shards = tmp_path / "pq"

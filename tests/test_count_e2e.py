@@ -110,16 +110,6 @@ def test_normalized_is_the_default_and_identical_both_ways(tmp_path, webdataset_
     method = run_query(str(tmp_path / "pq"), "SELECT DISTINCT method FROM frequencies").to_pylist()
     assert method == [{"method": "normalized"}]
 
-    # A re-run on the same input gives identical counts and a second run record.
-    first = run_query(str(tmp_path / "pq"), "SELECT run_id FROM runs").to_pylist()[0]["run_id"]
-    cli("count", "--input", str(SAMPLE_DIR), "--out", str(tmp_path / "pq"))
-    assert frequencies(tmp_path / "pq") == got
-    runs = run_query(str(tmp_path / "pq"), "SELECT run_id FROM runs ORDER BY started_at").to_pylist()
-    assert len(runs) == 2 and runs[0]["run_id"] == first
-    old = run_query(str(tmp_path / "pq"), "SELECT count(*) AS n FROM hits", run_id=first)
-    assert old.to_pylist()[0]["n"] == run_query(
-        str(tmp_path / "pq"), "SELECT count(*) AS n FROM hits"
-    ).to_pylist()[0]["n"]
 
 
 def test_query_and_show(paper_runs):
