@@ -77,7 +77,9 @@ def job_run(workers: int, out: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", help="Also write the results here.")
     parser.add_argument("--skip-job", action="store_true", help="Skip the Ray scaling part.")
     args = parser.parse_args()
@@ -89,7 +91,8 @@ def main() -> None:
     matchers = {m: ConceptMatcher.build(concepts, reduced, m) for m in ("paper", "normalized")}
     results: dict = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
         "pipeline": name,
         "captions": len(texts),
         "distinct_captions": len(set(texts)),
@@ -114,10 +117,13 @@ def main() -> None:
     differ = [i for i, (a, b) in enumerate(zip(full_keys, reduced_keys, strict=True)) if a != b]
     results["paper_keys_identical_share"] = 1 - len(differ) / len(texts)
     results["paper_keys_differences"] = [
-        {"caption": texts[i], "full": sorted(full_keys[i]), "freqscan": sorted(reduced_keys[i])} for i in differ
+        {"caption": texts[i], "full": sorted(full_keys[i]), "freqscan": sorted(reduced_keys[i])}
+        for i in differ
     ]
     results["paper_matches_identical"] = runs[("paper", 0)] == full_ids
-    results["cache_changes_nothing"] = all(runs[(m, 0)] == runs[(m, 100_000)] for m in ("paper", "normalized"))
+    results["cache_changes_nothing"] = all(
+        runs[(m, 0)] == runs[(m, 100_000)] for m in ("paper", "normalized")
+    )
 
     if not args.skip_job:
         import ray

@@ -28,4 +28,6 @@ def ray_local():
 def laion_captions() -> list[str]:
     import pyarrow.parquet as pq
 
-    return [c for p in SAMPLE_SHARDS for c in pq.read_table(p, columns=["TEXT"])["TEXT"].to_pylist()]
+    return [
+        c for p in SAMPLE_SHARDS for c in pq.read_table(p, columns=["TEXT"])["TEXT"].to_pylist()
+    ]

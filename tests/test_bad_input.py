@@ -38,7 +38,11 @@ def test_dirty_webdataset_shards(tmp_path, concepts):
             {"key": "000000002", "txt": "a cat " + "word " * 20_000, "jpg": b"x"},  # 100 kB
             {"key": "000000003", "txt": b"a dog \xff\xfe caf\xe9", "jpg": b"x"},
             {"key": "000000004", "txt": "<b>Dogs</b> &amp; <i>cats</i> playing", "jpg": b"x"},
-            {"key": "000000005", "json": {"caption": "two cats", "url": "http://x/5.jpg"}, "jpg": b"x"},
+            {
+                "key": "000000005",
+                "json": {"caption": "two cats", "url": "http://x/5.jpg"},
+                "jpg": b"x",
+            },
             {"key": "000000006", "jpg": b"x"},
         ],
     )
@@ -51,9 +55,12 @@ def test_dirty_webdataset_shards(tmp_path, concepts):
         ]
         + [{"key": "000010000", "txt": "a dog again", "jpg": b"x"}],
     )
-    write_webdataset_shard(shards / "00002.tar", [{"key": f"00002{i:04d}", "jpg": b"x"} for i in range(3)])
     write_webdataset_shard(
-        shards / "00003.tar", [{"key": f"00003{i:04d}", "txt": "a dog " * 50, "jpg": b"x" * 4096} for i in range(20)]
+        shards / "00002.tar", [{"key": f"00002{i:04d}", "jpg": b"x"} for i in range(3)]
+    )
+    write_webdataset_shard(
+        shards / "00003.tar",
+        [{"key": f"00003{i:04d}", "txt": "a dog " * 50, "jpg": b"x" * 4096} for i in range(20)],
     )
     truncate_file(shards / "00003.tar", 30_000)
 
@@ -77,7 +84,10 @@ def test_dirty_webdataset_shards(tmp_path, concepts):
     first = rows["00000.tar"]
     assert (first["status"], first["samples_read"], first["samples_counted"]) == ("ok", 7, 3)
     assert skipped("00000.tar") == {
-        "empty_caption": 1, "caption_too_long": 1, "invalid_utf8": 1, "missing_caption": 1,
+        "empty_caption": 1,
+        "caption_too_long": 1,
+        "invalid_utf8": 1,
+        "missing_caption": 1,
     }
     assert first["html_captions"] == 1
     second = rows["00001.tar"]
@@ -86,7 +96,11 @@ def test_dirty_webdataset_shards(tmp_path, concepts):
     assert (rows["00002.tar"]["status"], rows["00002.tar"]["samples_counted"]) == ("ok", 0)
     assert skipped("00002.tar") == {"missing_caption": 3}
     failed = rows["00003.tar"]
-    assert (failed["status"], failed["error_reason"], failed["text_hits"]) == ("failed", "truncated_tar", 0)
+    assert (failed["status"], failed["error_reason"], failed["text_hits"]) == (
+        "failed",
+        "truncated_tar",
+        0,
+    )
 
     counts = {
         r["concept"]: r["text_count"]
@@ -99,7 +113,10 @@ def test_dirty_webdataset_shards(tmp_path, concepts):
     assert (run["shards_ok"], run["shards_failed"], run["samples_counted"]) == (3, 1, 5)
     assert run["samples_read"] == run["samples_counted"] + run["samples_skipped"] == 13
     url = run_query(str(out), "SELECT url, metadata FROM hits WHERE key = '000000005'").to_pylist()
-    assert url[0]["url"] == "http://x/5.jpg" and json.loads(url[0]["metadata"])["caption"] == "two cats"
+    assert (
+        url[0]["url"] == "http://x/5.jpg"
+        and json.loads(url[0]["metadata"])["caption"] == "two cats"
+    )
 
     # A re-run on the same input gives identical tables (but for the run id) and a second run;
     # the first run stays readable.
@@ -115,7 +132,10 @@ def test_dirty_webdataset_shards(tmp_path, concepts):
         ]
 
     before = tables()
-    assert invoke("count", "--input", str(shards), "--out", str(out), "--concepts", concepts).exit_code == 0
+    assert (
+        invoke("count", "--input", str(shards), "--out", str(out), "--concepts", concepts).exit_code
+        == 0
+    )
     runs = run_query(str(out), "SELECT run_id FROM runs ORDER BY started_at").to_pylist()
     assert len(runs) == 2 and runs[0]["run_id"] == run["run_id"]
     assert tables() == before
@@ -138,7 +158,9 @@ def test_dirty_parquet_shard(tmp_path, concepts):
     ).to_pylist()[0]
     assert (row["samples_read"], row["samples_counted"]) == (5, 2)
     assert {e["key"]: e["value"] for e in row["s"]} == {
-        "missing_caption": 1, "empty_caption": 1, "caption_too_long": 1,
+        "missing_caption": 1,
+        "empty_caption": 1,
+        "caption_too_long": 1,
     }
     counts = run_query(str(out), "SELECT concept, text_count FROM frequencies ORDER BY concept")
     assert counts.to_pylist() == [
@@ -149,21 +171,43 @@ def test_dirty_parquet_shard(tmp_path, concepts):
 
 
 def test_refusals_are_clear_and_start_nothing(tmp_path, concepts):
-    missing = invoke("count", "--input", str(tmp_path / "nope"), "--format", "parquet", "--out", str(tmp_path / "o"))
+    missing = invoke(
+        "count",
+        "--input",
+        str(tmp_path / "nope"),
+        "--format",
+        "parquet",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert missing.exit_code == 2
     assert "nope" in missing.output and "Traceback" not in missing.output
 
     write_caption_parquet(tmp_path / "x.parquet", ["a dog"])
     unknown = invoke(
-        "count", "--input", str(tmp_path / "x.parquet"), "--caption-column", "caption",
-        "--out", str(tmp_path / "o"), "--concepts", concepts,
+        "count",
+        "--input",
+        str(tmp_path / "x.parquet"),
+        "--caption-column",
+        "caption",
+        "--out",
+        str(tmp_path / "o"),
+        "--concepts",
+        concepts,
     )
     assert unknown.exit_code == 2
     assert "caption" in unknown.output and "TEXT" in unknown.output
 
     no_model = invoke(
-        "count", "--input", str(tmp_path / "x.parquet"), "--spacy-model", "en_core_web_xx_nope",
-        "--out", str(tmp_path / "o"), "--concepts", concepts,
+        "count",
+        "--input",
+        str(tmp_path / "x.parquet"),
+        "--spacy-model",
+        "en_core_web_xx_nope",
+        "--out",
+        str(tmp_path / "o"),
+        "--concepts",
+        concepts,
     )
     assert no_model.exit_code == 2 and "en_core_web_xx_nope" in no_model.output
     assert not (tmp_path / "o").exists()

@@ -43,12 +43,16 @@ def test_txt_csv_json_files(tmp_path):
     got = load_concepts(str(tmp_path / "c.csv"))
     assert [(c.name, c.datasets) for c in got] == [("T-shirt", ("fashion", "t2i")), ("Apple", ())]
 
-    (tmp_path / "list.json").write_text(json.dumps(["cat", {"concept": "dog", "descriptions": ["a dog."]}]))
+    (tmp_path / "list.json").write_text(
+        json.dumps(["cat", {"concept": "dog", "descriptions": ["a dog."]}])
+    )
     got = load_concepts(str(tmp_path / "list.json"))
     assert [(c.name, c.descriptions) for c in got] == [("cat", ()), ("dog", ("a dog.",))]
 
     # The paper's gpt_descriptions layout: {name: {name: [descriptions]}}.
-    (tmp_path / "gpt.json").write_text(json.dumps({"apple_pie": {"apple_pie": ["a photo of a apple_pie."]}}))
+    (tmp_path / "gpt.json").write_text(
+        json.dumps({"apple_pie": {"apple_pie": ["a photo of a apple_pie."]}})
+    )
     got = load_concepts(str(tmp_path / "gpt.json"))
     assert got.concepts == (Concept("apple_pie", (), ("a photo of a apple_pie.",)),)
 

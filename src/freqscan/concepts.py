@@ -88,9 +88,7 @@ class ConceptSet:
     @cached_property
     def content_hash(self) -> str:
         """sha256 over the sorted (name, datasets, descriptions) of every concept."""
-        canonical = sorted(
-            [c.name, list(c.datasets), list(c.descriptions)] for c in self.concepts
-        )
+        canonical = sorted([c.name, list(c.datasets), list(c.descriptions)] for c in self.concepts)
         blob = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -113,7 +111,9 @@ def load_concepts(path: str | None = None) -> ConceptSet:
     suffix = Path(path.split("?")[0]).suffix.lower()
     loaders = {".txt": _parse_txt, ".csv": _parse_csv, ".json": _parse_json}
     if suffix not in loaders:
-        raise ConceptSetError(f"{path}: unknown concept file type {suffix!r}; use .txt, .csv or .json")
+        raise ConceptSetError(
+            f"{path}: unknown concept file type {suffix!r}; use .txt, .csv or .json"
+        )
     try:
         with fsspec.open(path, "rt", encoding="utf-8") as fh:
             text = fh.read()
@@ -162,7 +162,10 @@ def _parse_csv(text: str, path: str) -> list[Concept]:
     if name_col is None:
         raise ConceptSetError(f"{path}: csv needs a 'concept' column; found {columns}")
     return [
-        Concept(_checked_name(row[name_col], f"{path} line {i + 2}"), _split_datasets(row.get("datasets")))
+        Concept(
+            _checked_name(row[name_col], f"{path} line {i + 2}"),
+            _split_datasets(row.get("datasets")),
+        )
         for i, row in enumerate(reader)
     ]
 
@@ -173,7 +176,9 @@ def _parse_json(text: str, path: str) -> list[Concept]:
     except json.JSONDecodeError as exc:
         raise ConceptSetError(f"{path}: invalid JSON ({exc})") from exc
     if isinstance(data, dict):
-        return [Concept(_checked_name(k, path), (), _descriptions(k, v, path)) for k, v in data.items()]
+        return [
+            Concept(_checked_name(k, path), (), _descriptions(k, v, path)) for k, v in data.items()
+        ]
     if isinstance(data, list):
         return [_json_item(item, f"{path} item {i}") for i, item in enumerate(data)]
     raise ConceptSetError(f"{path}: JSON must be a list or an object, got {type(data).__name__}")
@@ -187,7 +192,9 @@ def _json_item(item: Any, where: str) -> Concept:
         datasets = item.get("datasets", ())
         datasets = _split_datasets(datasets) if isinstance(datasets, str) else tuple(datasets)
         return Concept(name, datasets, _descriptions(name, item.get("descriptions", []), where))
-    raise ConceptSetError(f"{where}: expected a name or an object with a 'concept' key, got {item!r}")
+    raise ConceptSetError(
+        f"{where}: expected a name or an object with a 'concept' key, got {item!r}"
+    )
 
 
 def _descriptions(name: str, value: Any, where: str) -> tuple[str, ...]:

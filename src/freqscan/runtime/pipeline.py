@@ -162,13 +162,9 @@ def _count_on_ray(
         ctx.print_on_execution_start = False
         workers = config.runtime.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         workers = min(workers, len(shards))
-        tasks = [
-            {"path": s.path, "size": s.size, "mtime": s.mtime, "etag": s.etag} for s in shards
-        ]
+        tasks = [{"path": s.path, "size": s.size, "mtime": s.mtime, "etag": s.etag} for s in shards]
         # One block per shard, so the pool hands out shards one at a time.
-        ds = ray.data.from_arrow(
-            [pa.Table.from_pylist([t], schema=SHARD_TASK) for t in tasks]
-        )
+        ds = ray.data.from_arrow([pa.Table.from_pylist([t], schema=SHARD_TASK) for t in tasks])
         ds = ds.map_batches(
             ShardCountWorker,
             fn_constructor_kwargs={
@@ -196,7 +192,9 @@ def _count_on_ray(
             ray.shutdown()
     missing = {s.path for s in shards} - set(outcomes)
     if missing:
-        raise RuntimeError(f"Ray returned no result for {len(missing)} shard(s): {sorted(missing)[:5]}")
+        raise RuntimeError(
+            f"Ray returned no result for {len(missing)} shard(s): {sorted(missing)[:5]}"
+        )
     return [outcomes[s.path] for s in shards]
 
 

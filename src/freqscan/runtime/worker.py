@@ -76,7 +76,9 @@ class ShardCountWorker:
         result = count_shard(shard, self._source, self._searcher.search)
         row = _outcome_row(result)
         if result.hits is not None and result.hits.num_rows:
-            hits = result.hits.append_column("run_id", pa.repeat(self._run_id, result.hits.num_rows))
+            hits = result.hits.append_column(
+                "run_id", pa.repeat(self._run_id, result.hits.num_rows)
+            )
             written = write_data_file(self._out, "hits", hits_filename(self._run_id, shard), hits)
             row.update(
                 hits_file=written.path,

@@ -93,7 +93,14 @@ class OutputStore:
         if not files:
             return self.replace(name, TABLES[name].empty_table())
         actions = [
-            AddAction(f.path, f.size, {}, f.modification_time, True, json.dumps({"numRecords": f.num_rows}))
+            AddAction(
+                f.path,
+                f.size,
+                {},
+                f.modification_time,
+                True,
+                json.dumps({"numRecords": f.num_rows}),
+            )
             for f in files
         ]
         if DeltaTable.is_deltatable(uri):
@@ -110,7 +117,9 @@ class OutputStore:
 
     def append_run(self, row: dict[str, Any]) -> None:
         """Append a run's record; this commit is what makes the run current."""
-        write_deltalake(self.table_uri("runs"), pa.Table.from_pylist([row], schema=RUNS), mode="append")
+        write_deltalake(
+            self.table_uri("runs"), pa.Table.from_pylist([row], schema=RUNS), mode="append"
+        )
 
     def runs(self) -> pa.Table:
         if not self.exists():
