@@ -211,3 +211,23 @@ def test_refusals_are_clear_and_start_nothing(tmp_path, concepts):
     )
     assert no_model.exit_code == 2 and "en_core_web_xx_nope" in no_model.output
     assert not (tmp_path / "o").exists()
+
+
+def test_format_is_inferred_and_img2dataset_metadata_parquet_is_ignored(tmp_path, concepts):
+    shards = tmp_path / "img2dataset"
+    shards.mkdir()
+    write_webdataset_shard(
+        shards / "00000.tar", [{"key": "000000000", "txt": "a dog", "jpg": b"x"}]
+    )
+    write_caption_parquet(shards / "00000.parquet", ["a dog"])  # img2dataset's metadata file
+    out = tmp_path / "out"
+    assert (
+        invoke("count", "--input", str(shards), "--out", str(out), "--concepts", concepts).exit_code
+        == 0
+    )
+    config = run_query(str(out), "SELECT config FROM runs").to_pylist()[0]["config"]
+    assert json.loads(config)["source"]["format"] == "webdataset"
+
+    write_caption_parquet(shards / "extra.parquet", ["a cat"])
+    mixed = invoke("count", "--input", str(shards), "--out", str(out), "--concepts", concepts)
+    assert mixed.exit_code == 2 and "found shards of both formats" in mixed.output

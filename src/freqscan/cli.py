@@ -56,19 +56,26 @@ def bundled_sample() -> str:
 
 
 def _infer_format(inputs: list[str]) -> str:
-    usable = []
+    found: dict[str, list[str]] = {}
     for fmt in FORMATS:
         try:
-            list_shards(inputs, fmt)
-            usable.append(fmt)
+            found[fmt] = [s.path for s in list_shards(inputs, fmt)]
         except InputError:
             continue
-    if len(usable) != 1:
-        found = "shards of both formats" if usable else "no .tar or .parquet shards"
+    if len(found) == 2 and _is_img2dataset_layout(found["webdataset"], found["parquet"]):
+        return "webdataset"
+    if len(found) != 1:
+        what = "shards of both formats" if found else "no .tar or .parquet shards"
         raise ConfigError(
-            f"--input {' '.join(inputs)}: found {found}; pass --format webdataset|parquet"
+            f"--input {' '.join(inputs)}: found {what}; pass --format webdataset|parquet"
         )
-    return usable[0]
+    return next(iter(found))
+
+
+def _is_img2dataset_layout(tars: list[str], parquets: list[str]) -> bool:
+    """img2dataset writes NNNNN.parquet (its per-shard metadata) beside every NNNNN.tar."""
+    stems = {t.removesuffix(".tar") for t in tars}
+    return all(p.removesuffix(".parquet") in stems for p in parquets)
 
 
 def _dataset_name(inputs: list[str]) -> str:
@@ -271,7 +278,7 @@ def _print_csv(result: pa.Table) -> None:
 
 
 def _fail(exc: Exception | str) -> None:
-    err.print("[bold red]error:[/]", escape(str(exc)), highlight=False)
+    err.print("[bold red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
