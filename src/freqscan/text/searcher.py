@@ -1,0 +1,109 @@
+"""TextSearcher: captions -> matched concept ids, one instance per worker."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from freqscan.text.keys import has_html, strip_html
+from freqscan.text.pipeline import SpacyPipelineError, load_pipeline, pipeline_info
+
+if TYPE_CHECKING:
+    from freqscan.config import TextConfig
+    from freqscan.text.matcher import ConceptMatcher
+
+# What must agree between the pipeline the concept terms were computed with (on the driver) and
+# the one that parses captions (on a worker): a different model or spaCy gives other lemmas.
+_PIPELINE_IDENTITY = ("spacy_pipeline", "spacy_pipeline_version", "spacy_version")
+
+
+class TextSearcher:
+    """Finds the concepts each caption counts for. Loads spaCy once, in ``__init__``.
+
+    Args:
+        config: Text settings: method, pipeline, batch size, cache size.
+        matcher: Built on the driver with the same method and pipeline.
+
+    Attributes:
+        info: :func:`~freqscan.text.pipeline.pipeline_info` of the loaded pipeline.
+        cache_hits: Captions answered without parsing: seen before (in the cache) or repeated
+            within the same call.
+        captions_parsed: Captions run through spaCy.
+
+    Raises:
+        ValueError: The matcher was built for another method.
+        SpacyPipelineError: The pipeline cannot be loaded, or differs from the matcher's.
+    """
+
+    def __init__(self, config: TextConfig, matcher: ConceptMatcher) -> None:
+        if matcher.method != config.method:
+            raise ValueError(
+                f"matcher was built for method {matcher.method!r}, "
+                f"config asks for {config.method!r}"
+            )
+        self._config = config
+        self._matcher = matcher
+        self._nlp = load_pipeline(config.spacy_model)
+        self.info = pipeline_info(self._nlp)
+        differs = [
+            f"{k}: {matcher.pipeline.get(k)!r} vs {self.info[k]!r}"
+            for k in _PIPELINE_IDENTITY
+            if self.info[k] != matcher.pipeline.get(k)
+        ]
+        if differs:
+            raise SpacyPipelineError(
+                "the matcher's concept terms were computed with another spaCy pipeline ("
+                + ", ".join(differs)
+                + "); install the same pipeline on every worker"
+            )
+        self._cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self.cache_hits = 0
+        self.captions_parsed = 0
+
+    def prepare(self, caption: str) -> str:
+        """The text spaCy parses: the caption itself (paper), or with HTML removed (normalized)."""
+        if self._config.method == "normalized" and has_html(caption):
+            return strip_html(caption)
+        return caption
+
+    def search(self, captions: Sequence[str]) -> list[list[int]]:
+        """Match a batch of captions.
+
+        Args:
+            captions: Caption strings.
+
+        Returns:
+            Per caption, in order, the sorted ids of the concepts it counts for.
+        """
+        results: list[tuple[int, ...]] = [()] * len(captions)
+        pending: dict[str, list[int]] = {}
+        for i, caption in enumerate(captions):
+            cached = self._cache.get(caption)
+            if cached is not None:
+                self._cache.move_to_end(caption)
+                results[i] = cached
+                self.cache_hits += 1
+            elif caption in pending:
+                pending[caption].append(i)
+                self.cache_hits += 1
+            else:
+                pending[caption] = [i]
+        docs = self._nlp.pipe(
+            (self.prepare(c) for c in pending), batch_size=self._config.spacy_batch_size
+        )
+        for (caption, positions), doc in zip(pending.items(), docs, strict=True):
+            ids = tuple(self._matcher.match_doc(doc))
+            self.captions_parsed += 1
+            self._remember(caption, ids)
+            for i in positions:
+                results[i] = ids
+        return [list(ids) for ids in results]
+
+    def _remember(self, caption: str, ids: tuple[int, ...]) -> None:
+        size = self._config.caption_cache_size
+        if size <= 0:
+            return
+        self._cache[caption] = ids
+        if len(self._cache) > size:
+            self._cache.popitem(last=False)
