@@ -76,7 +76,23 @@ def test_cache_off(matchers):
     shirt = searcher.search(["a shirt and tie", "a shirt and tie"])
     assert shirt[0] == shirt[1] != []
     assert searcher.search(["a shirt and tie"]) == [shirt[0]]
-    assert (searcher.captions_parsed, searcher.cache_hits) == (2, 1)
+    # Off means off: repeats are parsed again, within a call and across calls.
+    assert (searcher.captions_parsed, searcher.cache_hits) == (3, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", [0, 100_000])
+def test_paper_searcher_equals_the_full_pipeline_on_real_captions(full_nlp, laion_captions, cache):
+    """Lemmatizing only nouns (paper) gives exactly the matches of the full pipeline."""
+    from freqscan.concepts import load_concepts
+    from freqscan.text.matcher import ConceptMatcher
+    from freqscan.text.pipeline import load_pipeline
+
+    matcher = ConceptMatcher.build(load_concepts(), load_pipeline(None), "paper")
+    searcher = TextSearcher(TextConfig(method="paper", caption_cache_size=0), matcher)
+    expected = [matcher.match_doc(doc) for doc in full_nlp.pipe(laion_captions, batch_size=256)]
+    assert searcher.search(laion_captions) == expected
+    assert sum(map(len, expected)) > 8_000
 
 
 def test_info_is_the_pipeline_info(nlp, searchers):
