@@ -62,6 +62,7 @@ class RunSummary:
     concepts_with_hits: int
     top: list[tuple[str, int]]
     seconds: float
+    count_seconds: float
     table_versions: dict[str, int] = field(default_factory=dict)
 
 
@@ -89,7 +90,9 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
     spacy_info = pipeline_info(nlp)
     del nlp  # workers load their own; the driver only needed it to lemmatize concepts
 
+    t_count = time.perf_counter()
     outcomes = _count_on_ray(config, shards, matcher, run_id, progress)
+    count_seconds = time.perf_counter() - t_count
 
     store = OutputStore(config.out)
     by_path = {s.path: s for s in shards}
@@ -139,6 +142,7 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
         concepts_with_hits=sum(1 for c in concepts if counts[c.id] > 0),
         top=[(c.name, counts[c.id]) for c in sorted(concepts, key=lambda c: -counts[c.id])[:10]],
         seconds=time.perf_counter() - t0,
+        count_seconds=count_seconds,
         table_versions=versions,
     )
     store.append_run(_run_row(config, concepts, summary, started, spacy_info))
