@@ -242,10 +242,8 @@ def show(
     )
     hits = concept_examples(out, row["concept_id"], examples, run)
     for hit in hits.to_pylist():
-        console.print(
-            f"  [dim]{PurePosixPath(hit['shard']).name}/{hit['key']}[/] {hit['caption']}",
-            markup=False,
-        )
+        where = f"{PurePosixPath(hit['shard']).name}/{hit['key']}"
+        console.print(f"  [dim]{escape(where)}[/] {escape(hit['caption'])}", highlight=False)
 
 
 def _find_concept(rows: list[dict], name: str) -> dict:

@@ -38,10 +38,10 @@ def concept_examples(out: str, concept_id: int, limit: int, run_id: str | None =
     """Up to ``limit`` hits (shard, key, caption) of one concept, in shard and key order."""
     con = connect(out, run_id)
     try:
-        return con.execute(
+        return con.sql(
             "SELECT shard, key, caption FROM hits WHERE list_contains(text_concept_ids, ?) "
             "ORDER BY shard, key LIMIT ?",
-            [concept_id, limit],
+            params=[concept_id, limit],
         ).to_arrow_table()
     finally:
         con.close()
