@@ -122,7 +122,7 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
         ),
     }
     # Run totals cover the shards that count; a failed shard is reported on its own.
-    skipped = sum((Counter(json.loads(o["skipped"])) for o in ok), Counter())
+    skipped = sum((Counter(o["skipped"]) for o in ok), Counter())
     failed = [
         {"shard": o["shard"], "reason": o["error_reason"], "error": o["error"]}
         for o in outcomes
@@ -190,7 +190,7 @@ def _count_on_ray(
             # Keyed by shard: even if a retried task delivered a shard twice, it counts once.
             if row["shard"] not in outcomes and progress is not None:
                 progress.shard_done(row["samples_read"])
-            outcomes.setdefault(row["shard"], dict(row))
+            outcomes.setdefault(row["shard"], {**row, "skipped": json.loads(row["skipped"])})
     finally:
         if started_here:
             ray.shutdown()
@@ -250,7 +250,7 @@ def _shards_table(
     rows = []
     for o in outcomes:
         info = by_path[o["shard"]]
-        skipped = json.loads(o["skipped"])
+        skipped = o["skipped"]
         rows.append(
             {
                 "shard": info.path,
