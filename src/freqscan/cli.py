@@ -32,7 +32,7 @@ from freqscan.config import (
     SourceConfig,
     TextConfig,
 )
-from freqscan.query import VIEWS, concept_examples, run_query
+from freqscan.query import VIEWS, concept_examples, connect, run_query
 from freqscan.sources.listing import InputError, list_shards
 from freqscan.tables.store import OutputError
 from freqscan.text.pipeline import SpacyPipelineError
@@ -225,14 +225,17 @@ def show(
 ) -> None:
     """Print one concept's counts and example captions."""
     try:
-        rows = run_query(
-            out,
-            "SELECT concept_id, concept, text_count, samples_scanned, method, dataset, run_id "
-            "FROM frequencies",
-            run,
-        ).to_pylist()
+        con = connect(out, run)  # one snapshot for the counts and the examples
     except USER_ERRORS as exc:
         _fail(exc)
+    rows = (
+        con.sql(
+            "SELECT concept_id, concept, text_count, samples_scanned, method, dataset, run_id "
+            "FROM frequencies"
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
     row = _find_concept(rows, concept)
     share = row["text_count"] / row["samples_scanned"] if row["samples_scanned"] else 0.0
     console.print(
@@ -240,8 +243,7 @@ def show(
         f"text_count {row['text_count']:,} of {row['samples_scanned']:,} samples ({share:.4%}), "
         f"method {row['method']}, run {row['run_id']}"
     )
-    hits = concept_examples(out, row["concept_id"], examples, run)
-    for hit in hits.to_pylist():
+    for hit in concept_examples(con, row["concept_id"], examples).to_pylist():
         where = f"{PurePosixPath(hit['shard']).name}/{hit['key']}"
         console.print(f"  [dim]{escape(where)}[/] {escape(hit['caption'])}", highlight=False)
 

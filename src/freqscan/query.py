@@ -34,14 +34,16 @@ def run_query(out: str, sql: str, run_id: str | None = None) -> pa.Table:
         con.close()
 
 
-def concept_examples(out: str, concept_id: int, limit: int, run_id: str | None = None) -> pa.Table:
-    """Up to ``limit`` hits (shard, key, caption) of one concept, in shard and key order."""
-    con = connect(out, run_id)
-    try:
-        return con.sql(
-            "SELECT shard, key, caption FROM hits WHERE list_contains(text_concept_ids, ?) "
-            "ORDER BY shard, key LIMIT ?",
-            params=[concept_id, limit],
-        ).to_arrow_table()
-    finally:
-        con.close()
+def concept_examples(con: duckdb.DuckDBPyConnection, concept_id: int, limit: int) -> pa.Table:
+    """Up to ``limit`` hits (shard, key, caption) of one concept, in shard and key order.
+
+    Args:
+        con: A connection from :func:`connect`.
+        concept_id: The concept.
+        limit: Most rows to return.
+    """
+    return con.sql(
+        "SELECT shard, key, caption FROM hits WHERE list_contains(text_concept_ids, ?) "
+        "ORDER BY shard, key LIMIT ?",
+        params=[concept_id, limit],
+    ).to_arrow_table()
