@@ -28,10 +28,12 @@ from freqscan.config import (
     FORMATS,
     ConfigError,
     CountConfig,
+    ImageConfig,
     RuntimeConfig,
     SourceConfig,
     TextConfig,
 )
+from freqscan.image.errors import ImageSetupError
 from freqscan.query import VIEWS, concept_examples, connect, run_query
 from freqscan.sources.listing import InputError, list_shards
 from freqscan.tables.store import OutputError
@@ -47,7 +49,14 @@ console = Console()
 err = Console(stderr=True)
 
 # Errors a user can fix; shown as one clear line instead of a traceback.
-USER_ERRORS = (ConfigError, InputError, ConceptSetError, SpacyPipelineError, OutputError)
+USER_ERRORS = (
+    ConfigError,
+    InputError,
+    ConceptSetError,
+    SpacyPipelineError,
+    OutputError,
+    ImageSetupError,
+)
 
 
 def bundled_sample() -> str:
@@ -139,10 +148,79 @@ def count(
         typer.Option(help="Ray cluster address. Default: $RAY_ADDRESS, else in-process Ray."),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Text-search actors. Default: all CPUs.")
+        int | None,
+        typer.Option(help="Read/text-search actors. Default: all CPUs not used by taggers."),
+    ] = None,
+    tagger: Annotated[
+        str | None,
+        typer.Option(
+            help="Tag images too (webdataset): rampp (open set, from concept descriptions), "
+            "rampp-closed (RAM++'s 4,585 tags) or openclip. Default: captions only.",
+            rich_help_panel="Images",
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="RAM++ checkpoint ram_plus_swin_large_14m.pth.", rich_help_panel="Images"
+        ),
+    ] = None,
+    rampp_arch: Annotated[
+        str,
+        typer.Option(help="RAM++ architecture: swin_l (tiny: tests).", rich_help_panel="Images"),
+    ] = "swin_l",
+    description_mode: Annotated[
+        str,
+        typer.Option(
+            help="mean (the paper's) or reweight (upstream RAM++).", rich_help_panel="Images"
+        ),
+    ] = "mean",
+    text_encoder: Annotated[
+        str,
+        typer.Option(
+            help="open_clip model (name or config JSON) encoding descriptions; for openclip "
+            "the tagging model.",
+            rich_help_panel="Images",
+        ),
+    ] = "ViT-B-16",
+    text_encoder_pretrained: Annotated[
+        str,
+        typer.Option(help="open_clip pretrained tag or weights file.", rich_help_panel="Images"),
+    ] = "openai",
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Image threshold (probability > T). Default: 0.7; rampp-closed: per tag.",
+            rich_help_panel="Images",
+        ),
+    ] = None,
+    score_floor: Annotated[
+        float | None,
+        typer.Option(
+            help="Scores >= floor are stored for rethreshold. Default: 0.5.",
+            rich_help_panel="Images",
+        ),
+    ] = None,
+    image_batch_size: Annotated[
+        int, typer.Option(help="Images per forward pass.", rich_help_panel="Images")
+    ] = 64,
+    precision: Annotated[
+        str,
+        typer.Option(help="auto (bf16 on GPU), fp32, bf16, fp16.", rich_help_panel="Images"),
+    ] = "auto",
+    tag_workers: Annotated[
+        int | None,
+        typer.Option(help="Tagging actors. Default: one per GPU.", rich_help_panel="Images"),
+    ] = None,
+    embedding_cache: Annotated[
+        str | None,
+        typer.Option(
+            help="Label-embedding cache dir. Default: ~/.cache/freqscan/label-embeddings.",
+            rich_help_panel="Images",
+        ),
     ] = None,
 ) -> None:
-    """Count how often each concept appears in the captions of a dataset."""
+    """Count how often each concept appears in the captions (and images) of a dataset."""
     from freqscan.runtime.pipeline import run_count
     from freqscan.runtime.progress import RichProgress
 
@@ -161,6 +239,22 @@ def count(
             dataset_name=dataset_name or _dataset_name(inputs),
             concepts=concepts,
             text=TextConfig(method=method, spacy_model=spacy_model),
+            image=None
+            if tagger is None
+            else ImageConfig(
+                tagger=tagger,
+                checkpoint=checkpoint,
+                arch=rampp_arch,
+                description_mode=description_mode,
+                text_encoder=text_encoder,
+                text_encoder_pretrained=text_encoder_pretrained,
+                threshold=threshold,
+                score_floor=score_floor,
+                batch_size=image_batch_size,
+                precision=precision,
+                workers=tag_workers,
+                embedding_cache=embedding_cache,
+            ),
             runtime=RuntimeConfig(
                 address=address or os.environ.get("RAY_ADDRESS"), num_workers=workers
             ),
@@ -179,21 +273,50 @@ def count(
     if summary.skipped:
         reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(summary.skipped.items()))
         console.print(f"skipped samples: {reasons}")
+    if summary.tagger:
+        _print_image_summary(summary)
     for failed in summary.failed_shards:
         err.print(f"[red]failed shard[/] {failed['shard']}: {failed['reason']}: {failed['error']}")
-    console.print(f'\nTables in [bold]{summary.out}[/] (Delta Lake; `freqscan query {out} "SQL"`):')
-    for name, what in (
-        ("frequencies", "one row per concept: text_count, samples_scanned, provenance"),
-        ("shard_counts", "per-shard partial counts"),
-        ("hits", "per-sample matched concept ids, with caption and url"),
-        ("shards", "per shard: fingerprint, status, samples read and skipped by reason"),
-        ("runs", "every run: full config, versions, totals"),
-    ):
-        console.print(f"  {summary.out}/{name:<13} {what}")
-    top = Table("concept", "text_count", title="Top concepts")
+    _print_tables(summary.out, out, image=summary.tagger is not None)
+    top = Table("concept", "text_count", title="Top concepts (text)")
     for name, n in summary.top:
         top.add_row(name, f"{n:,}")
     console.print(top)
+    if summary.top_integrated:
+        top = Table("concept", "integrated_count", title="Top concepts (integrated)")
+        for name, n in summary.top_integrated:
+            top.add_row(name, f"{n:,}")
+        console.print(top)
+
+
+def _print_image_summary(summary) -> None:
+    console.print(
+        f"images: {summary.images_decoded:,} tagged with {summary.tagger}; "
+        f"misalignment degree {summary.misalignment_degree:.4f}"
+        if summary.misalignment_degree is not None
+        else f"images: {summary.images_decoded:,} tagged with {summary.tagger}"
+    )
+    if summary.images_skipped:
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(summary.images_skipped.items()))
+        console.print(f"skipped images (the sample still counts for text): {reasons}")
+
+
+def _print_tables(where: str, out: str, image: bool) -> None:
+    counts = (
+        "text_count, image_count, integrated_count (+ per threshold)" if image else "text_count"
+    )
+    console.print(f'\nTables in [bold]{where}[/] (Delta Lake; `freqscan query {out} "SQL"`):')
+    for name, what in (
+        ("frequencies", f"one row per concept: {counts}, samples_scanned, provenance"),
+        ("shard_counts", "per-shard partial counts"),
+        (
+            "hits",
+            "per-sample text concept ids" + (", image ids and scores >= floor" if image else ""),
+        ),
+        ("shards", "per shard: fingerprint, status, samples read and skipped by reason"),
+        ("runs", "every run: full config, versions, totals" + (", misalignment" if image else "")),
+    ):
+        console.print(f"  {where}/{name:<13} {what}")
 
 
 @app.command()
@@ -230,8 +353,8 @@ def show(
         _fail(exc)
     rows = (
         con.sql(
-            "SELECT concept_id, concept, text_count, samples_scanned, method, dataset, run_id "
-            "FROM frequencies"
+            "SELECT concept_id, concept, text_count, image_count, integrated_count, "
+            "image_threshold, tagger, samples_scanned, method, dataset, run_id FROM frequencies"
         )
         .to_arrow_table()
         .to_pylist()
@@ -243,9 +366,49 @@ def show(
         f"text_count {row['text_count']:,} of {row['samples_scanned']:,} samples ({share:.4%}), "
         f"method {row['method']}, run {row['run_id']}"
     )
+    if row["tagger"] is not None:
+        console.print(
+            f"  image_count {row['image_count']:,}, integrated_count {row['integrated_count']:,} "
+            f"({row['tagger']}, probability > {row['image_threshold']})"
+        )
     for hit in concept_examples(con, row["concept_id"], examples).to_pylist():
         where = f"{PurePosixPath(hit['shard']).name}/{hit['key']}"
         console.print(f"  [dim]{escape(where)}[/] {escape(hit['caption'])}", highlight=False)
+
+
+@app.command()
+def rethreshold(
+    out: Annotated[str, typer.Argument(help="Output directory of a count that tagged images.")],
+    threshold: Annotated[
+        float, typer.Option(help="New image threshold (probability > T); >= the run's floor.")
+    ],
+    run: Annotated[
+        str | None, typer.Option(help="Start from this run id. Default: the latest.")
+    ] = None,
+) -> None:
+    """Recount image and integrated counts at a new threshold from stored scores (no GPU)."""
+    from freqscan.rethreshold import rethreshold as run_rethreshold
+
+    try:
+        summary = run_rethreshold(out, threshold, run)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    degree = (
+        f"{summary.misalignment_degree:.4f}" if summary.misalignment_degree is not None else "n/a"
+    )
+    console.print(
+        f"[bold green]run {summary.run_id}[/] re-thresholded run {summary.parent_run_id} at "
+        f"{summary.threshold} over {summary.shards:,} shards: {summary.image_hits:,} image hits, "
+        f"{summary.integrated_hits:,} integrated hits, misalignment degree {degree}"
+    )
+    console.print(
+        f"Updated in [bold]{summary.out}[/]: frequencies (image_count, integrated_count at "
+        f"{summary.threshold}), shard_counts, shards; runs has the new run (kind rethreshold)."
+    )
+    top = Table("concept", "integrated_count", title="Top concepts (integrated)")
+    for name, n in summary.top_integrated:
+        top.add_row(name, f"{n:,}")
+    console.print(top)
 
 
 def _find_concept(rows: list[dict], name: str) -> dict:

@@ -14,9 +14,23 @@ from typing import Any, Literal
 
 Format = Literal["webdataset", "parquet"]
 Method = Literal["paper", "normalized"]
+TaggerName = Literal["rampp", "rampp-closed", "openclip"]
+DescriptionMode = Literal["reweight", "mean"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 FORMATS: tuple[str, ...] = typing.get_args(Format)
 METHODS: tuple[str, ...] = typing.get_args(Method)
+TAGGERS: tuple[str, ...] = typing.get_args(TaggerName)
+DESCRIPTION_MODES: tuple[str, ...] = typing.get_args(DescriptionMode)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+
+# The paper's decision threshold for RAM++ probabilities, and the grid it also reports (every
+# run stores counts at each grid value at or above the score floor).
+DEFAULT_IMAGE_THRESHOLD = 0.7
+THRESHOLD_GRID: tuple[float, ...] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+# Scores at or above the floor are stored per sample, so any threshold >= floor can be applied
+# later without the GPU.
+DEFAULT_SCORE_FLOOR = 0.5
 
 # LAION's caption parquet names its columns TEXT and URL (img2dataset's input convention).
 DEFAULT_CAPTION_COLUMN = "TEXT"
@@ -92,6 +106,93 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """How images are tagged (webdataset input only).
+
+    Args:
+        tagger: ``rampp`` (RAM++ open set, from concept descriptions), ``rampp-closed`` (RAM++'s
+            own 4,585 tags with their per-tag thresholds) or ``openclip`` (cosine similarity of
+            an open_clip model against concept prompts).
+        checkpoint: RAM++ checkpoint (``ram_plus_swin_large_14m.pth``), local path or URL.
+        arch: RAM++ architecture from ``freqscan.image.rampp.RAMPP_ARCHS`` (``swin_l``; ``tiny``
+            is a small random-weight twin for tests).
+        description_mode: ``mean`` (the paper's: descriptions averaged per concept) or
+            ``reweight`` (upstream RAM++: all descriptions, softmax-reweighted per image).
+        text_encoder: open_clip model that encodes concept descriptions (RAM++ open set), or
+            the tagging model itself (``openclip``); a name or an open_clip config JSON path.
+        text_encoder_pretrained: open_clip pretrained tag or local weights path; ``""`` is
+            random init (tests only).
+        threshold: A concept shows in an image when its probability is strictly greater.
+            ``None`` is 0.7 (the paper's), or the per-tag thresholds for ``rampp-closed``.
+        score_floor: Scores at or above it are stored per sample. ``None`` is 0.5, or the lowest
+            per-tag threshold for ``rampp-closed``.
+        clip_center: ``openclip``: cosine similarity that maps to probability 0.5.
+        clip_temperature: ``openclip``: probability = sigmoid((cos - center) / temperature).
+        batch_size: Images per forward pass.
+        precision: ``auto`` is bf16 autocast on a GPU and fp32 on a CPU.
+        workers: Tagging actors; ``None`` is one per GPU, or one on a machine without GPUs.
+        gpus_per_worker: GPUs per tagging actor; ``None`` is 1 when the cluster has GPUs, else 0
+            (the same code runs on the CPU).
+        embedding_cache: Directory for concept label embeddings, keyed by content hash;
+            ``None`` is ``~/.cache/freqscan/label-embeddings``.
+    """
+
+    tagger: TaggerName = "rampp"
+    checkpoint: str | None = None
+    arch: str = "swin_l"
+    description_mode: DescriptionMode = "mean"
+    text_encoder: str = "ViT-B-16"
+    text_encoder_pretrained: str = "openai"
+    threshold: float | None = None
+    score_floor: float | None = None
+    clip_center: float = 0.25
+    clip_temperature: float = 0.01
+    batch_size: int = 64
+    precision: Precision = "auto"
+    workers: int | None = None
+    gpus_per_worker: float | None = None
+    embedding_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tagger not in TAGGERS:
+            raise ConfigError(f"tagger: {self.tagger!r} is not one of {', '.join(TAGGERS)}")
+        if self.tagger != "openclip" and not self.checkpoint:
+            raise ConfigError(
+                f"tagger {self.tagger} needs --checkpoint (ram_plus_swin_large_14m.pth)"
+            )
+        if self.description_mode not in DESCRIPTION_MODES:
+            raise ConfigError(
+                f"description_mode: {self.description_mode!r} is not one of "
+                f"{', '.join(DESCRIPTION_MODES)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}"
+            )
+        for name in ("threshold", "score_floor"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {value}")
+        if (
+            self.threshold is not None
+            and self.score_floor is not None
+            and self.threshold < self.score_floor
+        ):
+            raise ConfigError(
+                f"threshold {self.threshold} is below the score floor {self.score_floor}: "
+                "scores under the floor are not stored, so that count would be wrong"
+            )
+        if self.batch_size <= 0:
+            raise ConfigError("image batch_size must be positive")
+        if self.workers is not None and self.workers <= 0:
+            raise ConfigError("image workers must be positive")
+        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
+            raise ConfigError("gpus_per_worker must be >= 0")
+        if self.clip_temperature <= 0:
+            raise ConfigError("clip_temperature must be positive")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how wide the job runs.
 
@@ -118,6 +219,7 @@ class CountConfig:
         dataset_name: Name recorded in provenance; defaults to the input's last path part.
         concepts: Concept file (txt, csv or json); ``None`` is the paper's 4,070 concepts.
         text: Text search settings.
+        image: Image tagging settings; ``None`` counts captions only.
         runtime: Ray settings; they do not change the counts.
     """
 
@@ -126,7 +228,20 @@ class CountConfig:
     dataset_name: str
     concepts: str | None = None
     text: TextConfig = field(default_factory=TextConfig)
+    image: ImageConfig | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if self.image is not None and self.source.format != "webdataset":
+            raise ConfigError(
+                f"--tagger needs images: {self.source.format} shards hold captions only; "
+                "use webdataset shards or leave --tagger out"
+            )
+        if self.image is not None and self.image.tagger == "rampp-closed" and self.concepts:
+            raise ConfigError(
+                "tagger rampp-closed counts RAM++'s own 4,585 tags; leave --concepts out, "
+                "or use --tagger rampp to tag your concepts from their descriptions"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,11 +249,16 @@ class CountConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CountConfig:
         """Rebuild a config from :meth:`to_dict`'s output; unknown keys are an error."""
-        nested = {"source": SourceConfig, "text": TextConfig, "runtime": RuntimeConfig}
+        nested = {
+            "source": SourceConfig,
+            "text": TextConfig,
+            "image": ImageConfig,
+            "runtime": RuntimeConfig,
+        }
         _reject_unknown(cls, data)
         kwargs = dict(data)
         for name, sub in nested.items():
-            if name in kwargs:
+            if kwargs.get(name) is not None:
                 _reject_unknown(sub, kwargs[name], prefix=f"{name}.")
                 values = dict(kwargs[name])
                 if name == "source":

@@ -25,6 +25,19 @@ SKIP_REASONS: tuple[str, ...] = (
     SKIP_DUPLICATE_KEY,
 )
 
+# Image-level skip reasons (webdataset with a tagger). The sample still counts for text; its image
+# side is empty. Keys of the `shards` table's `images_skipped` map column.
+IMAGE_MISSING = "missing_image"  # no .jpg/.jpeg/.png/.webp member
+IMAGE_UNDECODABLE = "undecodable_image"  # not an image PIL can identify, or corrupt data
+IMAGE_TRUNCATED = "truncated_image"  # the image data ends early
+IMAGE_TOO_LARGE = "image_too_large"  # over PIL's decompression-bomb pixel limit
+IMAGE_SKIP_REASONS: tuple[str, ...] = (
+    IMAGE_MISSING,
+    IMAGE_UNDECODABLE,
+    IMAGE_TRUNCATED,
+    IMAGE_TOO_LARGE,
+)
+
 SHARD_OK = "ok"
 SHARD_FAILED = "failed"
 
@@ -61,6 +74,8 @@ class Sample:
         url: Source URL when the shard records one.
         metadata: The sample's json metadata as a JSON string (webdataset ``.json``), if any.
         skip: ``None`` for a usable sample, else one of :data:`SKIP_REASONS`.
+        image: The encoded image bytes, when the reader was asked for images and the sample
+            has an image member.
     """
 
     key: str
@@ -68,6 +83,7 @@ class Sample:
     url: str | None = None
     metadata: str | None = None
     skip: str | None = None
+    image: bytes | None = None
 
 
 class ShardReadError(Exception):

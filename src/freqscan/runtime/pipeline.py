@@ -1,11 +1,16 @@
-"""The count job on Ray Data: plan on the driver, count shards on an actor pool, commit.
+"""The count job on Ray Data: plan on the driver, read and tag on actor pools, assemble, commit.
 
-    list shards ─▶ from_items (one row per shard) ─▶ map_batches(ShardCountWorker, actors)
-        ─▶ one outcome row per shard ─▶ driver: sum partial counts ─▶ commit the tables
+    list shards ─▶ one row per shard ─▶ map_batches(ShardReadWorker, CPU actors)
+        read, skip and count bad samples, search captions, decode + resize images (uint8)
+      ─▶ map_batches(ImageTagWorker, GPU actors)          (only when a tagger is set)
+        normalise on the device, tag, keep scores >= floor
+      ─▶ driver: ShardAssembler counts each shard once all its rows arrived, writes its hits
+      ─▶ commit the tables (tables/store.py)
 
-Everything that can be refused (missing input, unknown column, unknown concept file, no spaCy
-pipeline) is checked on the driver before Ray starts, so users get a clear message instead of a
-traceback from inside a worker.
+Both stages stream: while the GPU tags one shard's images the CPU actors read the next shards,
+and Ray Data's backpressure keeps the decoded images in flight bounded. Everything that can be
+refused (missing input, unknown column, concept file, spaCy pipeline, checkpoint) is checked on
+the driver before the pool starts.
 """
 
 from __future__ import annotations
@@ -24,13 +29,21 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from freqscan.concepts import ConceptSet, load_concepts
-from freqscan.config import CountConfig, RuntimeConfig
+from freqscan.config import CountConfig, ImageConfig, RuntimeConfig
+from freqscan.counting.assemble import ShardAssembler, ShardCount
+from freqscan.counting.tally import Thresholds
 from freqscan.records import SHARD_OK, ShardInfo
-from freqscan.runtime.worker import SHARD_TASK, ShardCountWorker
+from freqscan.runtime.worker import SHARD_TASK, ShardReadWorker
 from freqscan.sources import check_source
 from freqscan.sources.listing import list_shards
-from freqscan.tables.schemas import FREQUENCIES, SHARD_COUNTS, SHARDS
-from freqscan.tables.store import RUN_SUCCEEDED, DataFile, OutputStore
+from freqscan.tables.build import (
+    frequencies_table,
+    merge,
+    misalignment_degree,
+    shard_counts_table,
+)
+from freqscan.tables.schemas import SHARDS
+from freqscan.tables.store import RUN_SUCCEEDED, DataFile, OutputStore, write_data_file
 from freqscan.text.matcher import ConceptMatcher
 from freqscan.text.pipeline import load_pipeline, pipeline_info
 
@@ -64,11 +77,43 @@ class RunSummary:
     seconds: float
     count_seconds: float
     table_versions: dict[str, int] = field(default_factory=dict)
+    tagger: str | None = None
+    images_decoded: int = 0
+    images_skipped: Counter[str] = field(default_factory=Counter)
+    misalignment_degree: float | None = None
+    top_integrated: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class _ImagePlan:
+    """What the driver prepares once for the tagging stage."""
+
+    config: ImageConfig
+    thresholds: Thresholds
+    checkpoint_sha256: str
+    provenance: dict[str, Any]
 
 
 def new_run_id() -> str:
     """Sortable by start time, unique across concurrent runs."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def hits_filename(run_id: str, shard: str) -> str:
+    """Fixed per (run, shard): a shard written twice overwrites its own file, never adds one."""
+    return f"part-{run_id}-{ShardInfo(shard, 0).shard_id}.parquet"
+
+
+def run_concepts(config: CountConfig) -> ConceptSet:
+    """The run's concept set: RAM++'s own tags for the closed-set tagger."""
+    from_tags = config.concepts == "rampp" or (
+        config.image is not None and config.image.tagger == "rampp-closed"
+    )
+    if from_tags:
+        from freqscan.image.factory import rampp_tag_concepts
+
+        return rampp_tag_concepts()
+    return load_concepts(config.concepts)
 
 
 def run_count(config: CountConfig, progress: Progress | None = None) -> RunSummary:
@@ -82,26 +127,25 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
     t0 = time.perf_counter()
     run_id = new_run_id()
 
-    concepts = load_concepts(config.concepts)
+    concepts = run_concepts(config)
     shards = list_shards(config.source.input, config.source.format)
     check_source(shards, config.source)
     nlp = load_pipeline(config.text.spacy_model)
     matcher = ConceptMatcher.build(concepts, nlp, config.text.method)
     spacy_info = pipeline_info(nlp)
     del nlp  # workers load their own; the driver only needed it to lemmatize concepts
-
-    t_count = time.perf_counter()
-    outcomes = _count_on_ray(config, shards, matcher, run_id, progress)
-    count_seconds = time.perf_counter() - t_count
+    image = _plan_images(config.image, concepts) if config.image is not None else None
 
     store = OutputStore(config.out)
+    t_count = time.perf_counter()
+    done = _count_on_ray(config, concepts, shards, matcher, image, run_id, store.out, progress)
+    count_seconds = time.perf_counter() - t_count
+
     by_path = {s.path: s for s in shards}
-    counts = Counter[int]()
-    for o in outcomes:
-        if o["status"] == SHARD_OK:
-            counts.update(dict(zip(o["concept_ids"], o["concept_counts"], strict=True)))
-    ok = [o for o in outcomes if o["status"] == SHARD_OK]
-    samples_scanned = sum(o["samples_counted"] for o in ok)
+    ok = [d for d in done if d[0].outcome.status == SHARD_OK]
+    total = merge(d[0].tally for d in ok)
+    samples_scanned = sum(d[0].outcome.stats.samples_counted for d in ok)
+    thresholds = image.thresholds if image else None
     provenance = {
         "dataset": config.dataset_name,
         "input": ",".join(config.source.input),
@@ -110,52 +154,116 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
         "spacy_pipeline_version": spacy_info["spacy_pipeline_version"],
         "spacy_version": spacy_info["spacy_version"],
         "concept_set_hash": concepts.content_hash,
+        **(image.provenance if image else {}),
         "run_id": run_id,
     }
-
+    per_shard = [(d[0].outcome.shard, d[0].tally) for d in ok]
     versions = {
-        "hits": store.commit_files("hits", _hits_files(ok)),
-        "shard_counts": store.replace("shard_counts", _shard_counts(ok, run_id)),
-        "shards": store.replace("shards", _shards_table(outcomes, by_path, run_id)),
+        "hits": store.commit_files("hits", [d[1] for d in ok if d[1] is not None]),
+        "shard_counts": store.replace(
+            "shard_counts", shard_counts_table(per_shard, image is not None, run_id)
+        ),
+        "shards": store.replace("shards", shards_table(done, by_path, image is not None, run_id)),
         "frequencies": store.replace(
-            "frequencies", _frequencies(concepts, counts, samples_scanned, provenance)
+            "frequencies",
+            frequencies_table(concepts, total, samples_scanned, provenance, thresholds),
         ),
     }
     # Run totals cover the shards that count; a failed shard is reported on its own.
-    skipped = sum((Counter(o["skipped"]) for o in ok), Counter())
+    skipped = sum((d[0].outcome.stats.skipped for d in ok), Counter())
+    images_skipped = sum((d[0].outcome.images_skipped for d in ok), Counter())
     failed = [
-        {"shard": o["shard"], "reason": o["error_reason"], "error": o["error"]}
-        for o in outcomes
-        if o["status"] != SHARD_OK
+        {
+            "shard": d[0].outcome.shard,
+            "reason": d[0].outcome.error_reason,
+            "error": d[0].outcome.error,
+        }
+        for d in done
+        if d[0].outcome.status != SHARD_OK
     ]
+
+    def top(counts: Counter[int]) -> list[tuple[str, int]]:
+        return [(c.name, counts[c.id]) for c in sorted(concepts, key=lambda c: -counts[c.id])[:10]]
+
     summary = RunSummary(
         run_id=run_id,
         out=store.out,
         shards_total=len(shards),
         shards_ok=len(ok),
         failed_shards=failed,
-        samples_read=sum(o["samples_read"] for o in ok),
+        samples_read=sum(d[0].outcome.stats.samples_read for d in ok),
         samples_counted=samples_scanned,
         skipped=skipped,
-        text_hits=sum(counts.values()),
+        text_hits=sum(total.text.values()),
         concepts=len(concepts),
-        concepts_with_hits=sum(1 for c in concepts if counts[c.id] > 0),
-        top=[(c.name, counts[c.id]) for c in sorted(concepts, key=lambda c: -counts[c.id])[:10]],
+        concepts_with_hits=sum(1 for c in concepts if total.text[c.id] > 0),
+        top=top(total.text),
         seconds=time.perf_counter() - t0,
         count_seconds=count_seconds,
         table_versions=versions,
+        tagger=config.image.tagger if config.image else None,
+        images_decoded=sum(d[0].outcome.images_decoded for d in ok),
+        images_skipped=images_skipped,
+        misalignment_degree=misalignment_degree(total, samples_scanned) if image else None,
+        top_integrated=top(total.integrated) if image else [],
     )
-    store.append_run(_run_row(config, concepts, summary, started, spacy_info))
+    store.append_run(
+        run_row(
+            config,
+            concepts,
+            summary,
+            started,
+            spacy_info,
+            image=image,
+            text_and_image=total.text_and_image,
+            misaligned=total.misaligned,
+        )
+    )
     return summary
+
+
+def _plan_images(config: ImageConfig, concepts: ConceptSet) -> _ImagePlan:
+    """Thresholds, checkpoint hash and provenance of the tagging stage, checked on the driver."""
+    from freqscan.image.errors import ImageSetupError
+    from freqscan.image.factory import image_input, run_thresholds
+    from freqscan.image.rampp_checkpoint import checkpoint_sha256, read_checkpoint
+
+    thresholds = run_thresholds(config, concepts)
+    try:
+        image_input(config)  # resolves the open_clip model for openclip: unknown names fail here
+    except ValueError as exc:
+        raise ImageSetupError(str(exc)) from exc
+    if config.tagger != "openclip":
+        # Refuse a missing or mismatched checkpoint here, not in every actor's constructor;
+        # mapped, not read, so the driver never holds the weights.
+        read_checkpoint(config.checkpoint, config.arch, mmap=True)
+    sha = (
+        checkpoint_sha256(config.checkpoint)
+        if config.checkpoint and config.tagger != "openclip"
+        else ""
+    )
+    provenance = {
+        "tagger": config.tagger,
+        "tagger_checkpoint_sha256": sha or None,
+        "description_mode": (
+            None
+            if config.tagger == "rampp-closed"
+            else ("mean" if config.tagger == "openclip" else config.description_mode)
+        ),
+    }
+    return _ImagePlan(config, thresholds, sha, provenance)
 
 
 def _count_on_ray(
     config: CountConfig,
+    concepts: ConceptSet,
     shards: list[ShardInfo],
     matcher: ConceptMatcher,
+    image: _ImagePlan | None,
     run_id: str,
+    out: str,
     progress: Progress | None,
-) -> list[dict[str, Any]]:
+) -> list[tuple[ShardCount, DataFile | None]]:
     import ray
     import ray.data
 
@@ -164,42 +272,95 @@ def _count_on_ray(
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # freqscan shows its own shard-level progress
         ctx.print_on_execution_start = False
-        workers = config.runtime.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        gpus = ray.cluster_resources().get("GPU", 0)
+        tag_workers = _tag_workers(image.config, gpus) if image else 0
+        # The tagging actors each hold a CPU (they feed their device); readers get the rest.
+        workers = config.runtime.num_workers or max(1, cpus - tag_workers)
         workers = min(workers, len(shards))
         tasks = [{"path": s.path, "size": s.size, "mtime": s.mtime, "etag": s.etag} for s in shards]
         # One block per shard, so the pool hands out shards one at a time.
         ds = ray.data.from_arrow([pa.Table.from_pylist([t], schema=SHARD_TASK) for t in tasks])
         ds = ds.map_batches(
-            ShardCountWorker,
+            ShardReadWorker,
             fn_constructor_kwargs={
                 "source": config.source,
                 "text": config.text,
                 "matcher": matcher,
-                "out": OutputStore(config.out).out,
-                "run_id": run_id,
+                "image": _image_input(image.config) if image else None,
             },
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,
         )
+        if image is not None:
+            ds = _add_tagging(ds, image, concepts, tag_workers, gpus)
         if progress is not None:
             progress.start(len(shards))
-        outcomes: dict[str, dict[str, Any]] = {}
-        for row in ds.iter_rows():
-            # Keyed by shard: even if a retried task delivered a shard twice, it counts once.
-            if row["shard"] not in outcomes and progress is not None:
-                progress.shard_done(row["samples_read"])
-            outcomes.setdefault(row["shard"], {**row, "skipped": json.loads(row["skipped"])})
+        assembler = ShardAssembler(image.thresholds if image else None)
+        done: dict[str, tuple[ShardCount, DataFile | None]] = {}
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for shard in assembler.add(batch):
+                done[shard.outcome.shard] = (shard, _write_hits(out, run_id, shard))
+                if progress is not None:
+                    progress.shard_done(shard.outcome.stats.samples_read)
     finally:
         if started_here:
             ray.shutdown()
-    missing = {s.path for s in shards} - set(outcomes)
+    missing = {s.path for s in shards} - set(done)
     if missing:
         raise RuntimeError(
             f"Ray returned no result for {len(missing)} shard(s): {sorted(missing)[:5]}"
         )
-    return [outcomes[s.path] for s in shards]
+    return [done[s.path] for s in shards]
+
+
+def _tag_workers(config: ImageConfig, gpus: float) -> int:
+    if config.workers is not None:
+        return config.workers
+    per = config.gpus_per_worker if config.gpus_per_worker is not None else (1 if gpus else 0)
+    return max(1, int(gpus // per)) if per else 1
+
+
+def _image_input(config: ImageConfig):
+    from freqscan.image.factory import image_input
+
+    return image_input(config)
+
+
+def _add_tagging(ds, image: _ImagePlan, concepts: ConceptSet, workers: int, gpus: float):
+    """Append the tagging stage; label embeddings are built once here, on a GPU if any."""
+    import ray
+    import ray.data
+
+    from freqscan.runtime.tagging import ImageTagWorker, build_labels
+
+    cfg = image.config
+    per = cfg.gpus_per_worker if cfg.gpus_per_worker is not None else (1 if gpus else 0)
+    labels = ray.get(build_labels.options(num_gpus=1 if gpus else 0).remote(cfg, concepts))
+    return ds.map_batches(
+        ImageTagWorker,
+        fn_constructor_kwargs={
+            "config": cfg,
+            "concepts": concepts,
+            "labels": labels,
+            "floor": image.thresholds.floor,
+            "checkpoint_sha256": image.checkpoint_sha256,
+        },
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_gpus=per,
+        num_cpus=1,
+    )
+
+
+def _write_hits(out: str, run_id: str, shard: ShardCount) -> DataFile | None:
+    if not shard.hits.num_rows:
+        return None
+    hits = shard.hits.append_column("run_id", pa.repeat(run_id, shard.hits.num_rows))
+    return write_data_file(out, "hits", hits_filename(run_id, shard.outcome.shard), hits)
 
 
 def _connect(runtime: RuntimeConfig) -> bool:
@@ -223,34 +384,17 @@ def _connect(runtime: RuntimeConfig) -> bool:
     return True
 
 
-def _hits_files(ok: list[dict[str, Any]]) -> list[DataFile]:
-    return [
-        DataFile(o["hits_file"], o["hits_size"], o["hits_mtime"], o["hits_rows"])
-        for o in ok
-        if o["hits_file"]
-    ]
-
-
-def _shard_counts(ok: list[dict[str, Any]], run_id: str) -> pa.Table:
-    shard = [o["shard"] for o in ok for _ in o["concept_ids"]]
-    return pa.table(
-        {
-            "shard": shard,
-            "concept_id": [i for o in ok for i in o["concept_ids"]],
-            "text_count": [n for o in ok for n in o["concept_counts"]],
-            "run_id": [run_id] * len(shard),
-        },
-        schema=SHARD_COUNTS,
-    )
-
-
-def _shards_table(
-    outcomes: list[dict[str, Any]], by_path: dict[str, ShardInfo], run_id: str
+def shards_table(
+    done: list[tuple[ShardCount, DataFile | None]],
+    by_path: dict[str, ShardInfo],
+    tagged: bool,
+    run_id: str,
 ) -> pa.Table:
     rows = []
-    for o in outcomes:
-        info = by_path[o["shard"]]
-        skipped = o["skipped"]
+    for shard, _ in done:
+        o, t = shard.outcome, shard.tally
+        info = by_path[o.shard]
+        ok = o.status == SHARD_OK
         rows.append(
             {
                 "shard": info.path,
@@ -258,36 +402,23 @@ def _shards_table(
                 "size": info.size,
                 "mtime": info.mtime,
                 "etag": info.etag,
-                "status": o["status"],
-                "error_reason": o["error_reason"],
-                "error": o["error"],
-                "samples_read": o["samples_read"],
-                "samples_counted": o["samples_counted"] if o["status"] == SHARD_OK else 0,
-                "samples_skipped": sum(skipped.values()),
-                "skipped": list(skipped.items()),
-                "html_captions": o["html_captions"],
-                "text_hits": sum(o["concept_counts"]) if o["status"] == SHARD_OK else 0,
+                "status": o.status,
+                "error_reason": o.error_reason,
+                "error": o.error,
+                "samples_read": o.stats.samples_read,
+                "samples_counted": o.stats.samples_counted if ok else 0,
+                "samples_skipped": o.stats.samples_skipped,
+                "skipped": list(o.stats.skipped.items()),
+                "html_captions": o.stats.html_captions,
+                "text_hits": sum(t.text.values()),
+                "images_decoded": o.images_decoded if tagged else None,
+                "images_skipped": list(o.images_skipped.items()) if tagged else None,
+                "text_and_image": t.text_and_image if tagged else None,
+                "misaligned_samples": t.misaligned if tagged else None,
                 "run_id": run_id,
             }
         )
     return pa.Table.from_pylist(rows, schema=SHARDS)
-
-
-def _frequencies(
-    concepts: ConceptSet, counts: Counter[int], samples_scanned: int, provenance: dict[str, str]
-) -> pa.Table:
-    rows = [
-        {
-            "concept_id": c.id,
-            "concept": c.name,
-            "concept_datasets": list(c.datasets),
-            "text_count": counts[c.id],
-            "samples_scanned": samples_scanned,
-            **provenance,
-        }
-        for c in concepts
-    ]
-    return pa.Table.from_pylist(rows, schema=FREQUENCIES)
 
 
 def _versions(spacy_info: dict[str, str]) -> dict[str, str]:
@@ -298,13 +429,19 @@ def _versions(spacy_info: dict[str, str]) -> dict[str, str]:
     return versions
 
 
-def _run_row(
+def run_row(
     config: CountConfig,
     concepts: ConceptSet,
     summary: RunSummary,
     started: datetime,
     spacy_info: dict[str, str],
+    image: _ImagePlan | None,
+    text_and_image: int,
+    misaligned: int,
+    kind: str = "count",
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
+    thresholds = image.thresholds if image else None
     return {
         "run_id": summary.run_id,
         "status": RUN_SUCCEEDED,
@@ -324,6 +461,19 @@ def _run_row(
         "samples_skipped": sum(summary.skipped.values()),
         "text_hits": summary.text_hits,
         "concepts_with_hits": summary.concepts_with_hits,
+        "kind": kind,
+        "parent_run_id": parent_run_id,
+        "tagger": summary.tagger,
+        # NULL when every concept has its own threshold (RAM++ closed set).
+        "image_threshold": (
+            thresholds.default if thresholds and not thresholds.per_concept else None
+        ),
+        "score_floor": thresholds.floor if thresholds else None,
+        "images_decoded": summary.images_decoded if image else None,
+        "images_skipped": sum(summary.images_skipped.values()) if image else None,
+        "text_and_image": text_and_image if image else None,
+        "misaligned_samples": misaligned if image else None,
+        "misalignment_degree": summary.misalignment_degree,
         "config": json.dumps(config.to_dict(), sort_keys=True),
         "versions": json.dumps(_versions(spacy_info), sort_keys=True),
         "table_versions": json.dumps(summary.table_versions, sort_keys=True),

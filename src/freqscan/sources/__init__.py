@@ -5,7 +5,7 @@ Everything goes through fsspec, so local paths, ``s3://`` and other stores read 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from freqscan.config import SourceConfig
 from freqscan.records import Sample, ShardInfo, ShardReadError
@@ -15,13 +15,8 @@ from freqscan.sources.webdataset import check_webdataset, read_webdataset
 
 __all__ = ["InputError", "check_source", "list_shards", "read_shard"]
 
-_READERS: dict[str, Callable[[ShardInfo, SourceConfig], Iterator[Sample]]] = {
-    "webdataset": read_webdataset,
-    "parquet": read_parquet,
-}
 
-
-def read_shard(shard: ShardInfo, config: SourceConfig) -> Iterator[Sample]:
+def read_shard(shard: ShardInfo, config: SourceConfig, images: bool = False) -> Iterator[Sample]:
     """Yield every sample of a shard in shard order, unusable ones with their skip reason.
 
     Keys are not de-duplicated: the caller counts duplicates.
@@ -29,13 +24,16 @@ def read_shard(shard: ShardInfo, config: SourceConfig) -> Iterator[Sample]:
     Args:
         shard: A shard listed by :func:`list_shards`.
         config: How to read it (``config.format`` picks the reader).
+        images: Also read image bytes (webdataset only; caption parquet has no images).
 
     Raises:
         ShardReadError: The shard cannot be read to its end (reasons ``not_found``,
             ``truncated_tar``, ``unreadable``, ``missing_column``). Samples yielded before the
             error belong to a failed shard and must be discarded.
     """
-    return _READERS[config.format](shard, config)
+    if config.format == "webdataset":
+        return read_webdataset(shard, config, images=images)
+    return read_parquet(shard, config)
 
 
 def check_source(shards: Sequence[ShardInfo], config: SourceConfig) -> None:

@@ -2,7 +2,8 @@
 
 An img2dataset shard holds, per sample, ``<key>.jpg|png|webp``, ``<key>.txt`` (the caption) and
 ``<key>.json`` (url, caption, key, status...), the members of one sample next to each other.
-Only the small text members are read into memory; image bytes are skipped as the stream passes.
+Only the small text members are read into memory; image bytes are skipped as the stream passes,
+unless the caller asks for images (image tagging).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from freqscan.records import Sample, ShardInfo, ShardReadError
 from freqscan.sources.captions import decode_caption
 from freqscan.sources.files import open_shard
 
-# Members whose bytes are read; every other member (the image) is skipped unread. Decoding
-# images later means adding their extensions here and a field to Sample.
+# Members whose bytes are read; every other member is skipped unread.
 READ_EXTENSIONS = frozenset({"txt", "json"})
+# img2dataset writes one of these per sample; the first one found is the sample's image.
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 
 # webdataset's rule: the key is the member's directory plus its basename up to the first dot,
 # the extension is the rest ("a/b.seg.png" -> key "a/b", extension "seg.png"). Members without
@@ -35,7 +37,9 @@ _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError, lzma.LZMAError)
 _Member = tuple[str, str, bytes | None]
 
 
-def read_webdataset(shard: ShardInfo, config: SourceConfig) -> Iterator[Sample]:
+def read_webdataset(
+    shard: ShardInfo, config: SourceConfig, images: bool = False
+) -> Iterator[Sample]:
     """Yield one sample per key of a webdataset tar shard, in tar order.
 
     A key that reappears after other keys is yielded again (the caller counts duplicates).
@@ -43,13 +47,15 @@ def read_webdataset(shard: ShardInfo, config: SourceConfig) -> Iterator[Sample]:
     Args:
         shard: The tar shard.
         config: Source settings (``max_caption_chars``).
+        images: Also read each sample's image bytes into ``Sample.image``.
 
     Raises:
         ShardReadError: ``not_found``, ``truncated_tar`` (the tar ends before its end-of-archive
             marker) or ``unreadable`` (not a tar, corrupt header, permission denied). Samples
             read before the failure may already have been yielded.
     """
-    for key, members in itertools.groupby(_tar_members(shard), key=lambda m: m[0]):
+    extensions = READ_EXTENSIONS | set(IMAGE_EXTENSIONS) if images else READ_EXTENSIONS
+    for key, members in itertools.groupby(_tar_members(shard, extensions), key=lambda m: m[0]):
         data = {ext: content for _, ext, content in members if content is not None}
         yield _sample(key, data, config)
 
@@ -66,7 +72,7 @@ def check_webdataset(shard: ShardInfo) -> None:
     Raises:
         ShardReadError: The shard is missing, not a tar, or corrupt.
     """
-    members = _tar_members(shard)
+    members = _tar_members(shard, READ_EXTENSIONS)
     try:
         next(members, None)
     except ShardReadError as exc:
@@ -81,8 +87,14 @@ def _sample(key: str, data: dict[str, bytes], config: SourceConfig) -> Sample:
     # The .txt member is the caption whenever present; the json's copy is a fallback.
     raw = data["txt"] if "txt" in data else _text_field(fields, "caption")
     caption, skip = decode_caption(raw, config.max_caption_chars)
+    image = next((data[ext] for ext in IMAGE_EXTENSIONS if ext in data), None)
     return Sample(
-        key=key, caption=caption, url=_text_field(fields, "url"), metadata=metadata, skip=skip
+        key=key,
+        caption=caption,
+        url=_text_field(fields, "url"),
+        metadata=metadata,
+        skip=skip,
+        image=image,
     )
 
 
@@ -103,10 +115,10 @@ def _text_field(fields: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _tar_members(shard: ShardInfo) -> Iterator[_Member]:
+def _tar_members(shard: ShardInfo, extensions: frozenset[str] | set[str]) -> Iterator[_Member]:
     """Yield ``(key, extension, bytes)`` per file member in tar order.
 
-    The bytes are ``None`` for members whose extension is not in ``READ_EXTENSIONS``.
+    The bytes are ``None`` for members whose extension is not in ``extensions``.
     """
     with open_shard(shard) as f:
         stream = _EndAwareReader(f)
@@ -118,7 +130,7 @@ def _tar_members(shard: ShardInfo) -> Iterator[_Member]:
                         continue
                     key, ext = name.group(1), name.group(2).lower()
                     content = None
-                    if ext in READ_EXTENSIONS:
+                    if ext in extensions:
                         content = tar.extractfile(member).read()
                     yield key, ext, content
         except _BrokenTar as exc:

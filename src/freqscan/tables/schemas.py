@@ -1,14 +1,25 @@
 """Arrow schemas of the output tables.
 
 Every row carries the ``run_id`` that wrote it, so rows of different runs never mix unnoticed.
-Later columns (image counts, integrated counts) are added by Delta schema evolution.
+Image and integrated columns are NULL when a run tags no images.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
+from freqscan.config import THRESHOLD_GRID
+
 _TS = pa.timestamp("us", tz="UTC")
+
+
+def grid_field(threshold: float) -> str:
+    """Struct field of a grid threshold: 0.55 -> ``t055``."""
+    return f"t{round(threshold * 100):03d}"
+
+
+# Counts at every grid threshold (`image_counts.t055` in SQL); NULL below the run's score floor.
+GRID_COUNTS = pa.struct([(grid_field(t), pa.int64()) for t in THRESHOLD_GRID])
 
 FREQUENCIES = pa.schema(
     [
@@ -16,6 +27,10 @@ FREQUENCIES = pa.schema(
         ("concept", pa.string()),
         ("concept_datasets", pa.list_(pa.string())),
         ("text_count", pa.int64()),
+        ("image_count", pa.int64()),
+        ("integrated_count", pa.int64()),
+        ("image_counts", GRID_COUNTS),
+        ("integrated_counts", GRID_COUNTS),
         ("samples_scanned", pa.int64()),
         ("dataset", pa.string()),
         ("input", pa.string()),
@@ -24,6 +39,11 @@ FREQUENCIES = pa.schema(
         ("spacy_pipeline_version", pa.string()),
         ("spacy_version", pa.string()),
         ("concept_set_hash", pa.string()),
+        ("tagger", pa.string()),
+        ("tagger_checkpoint_sha256", pa.string()),
+        ("description_mode", pa.string()),
+        ("image_threshold", pa.float64()),
+        ("score_floor", pa.float64()),
         ("run_id", pa.string()),
     ]
 )
@@ -34,11 +54,15 @@ SHARD_COUNTS = pa.schema(
         ("shard", pa.string()),
         ("concept_id", pa.int64()),
         ("text_count", pa.int64()),
+        ("image_count", pa.int64()),
+        ("integrated_count", pa.int64()),
+        ("image_counts", GRID_COUNTS),
+        ("integrated_counts", GRID_COUNTS),
         ("run_id", pa.string()),
     ]
 )
 
-# One row per sample with at least one matched concept.
+# One row per sample with at least one text concept or one image score at or above the floor.
 HITS = pa.schema(
     [
         ("shard", pa.string()),
@@ -47,6 +71,8 @@ HITS = pa.schema(
         ("caption", pa.string()),
         ("metadata", pa.string()),
         ("text_concept_ids", pa.list_(pa.int64())),
+        ("image_concept_ids", pa.list_(pa.int64())),
+        ("image_scores", pa.list_(pa.float32())),
         ("run_id", pa.string()),
     ]
 )
@@ -67,6 +93,10 @@ SHARDS = pa.schema(
         ("skipped", pa.map_(pa.string(), pa.int64())),
         ("html_captions", pa.int64()),
         ("text_hits", pa.int64()),
+        ("images_decoded", pa.int64()),
+        ("images_skipped", pa.map_(pa.string(), pa.int64())),
+        ("text_and_image", pa.int64()),
+        ("misaligned_samples", pa.int64()),
         ("run_id", pa.string()),
     ]
 )
@@ -91,6 +121,16 @@ RUNS = pa.schema(
         ("samples_skipped", pa.int64()),
         ("text_hits", pa.int64()),
         ("concepts_with_hits", pa.int64()),
+        ("kind", pa.string()),
+        ("parent_run_id", pa.string()),
+        ("tagger", pa.string()),
+        ("image_threshold", pa.float64()),
+        ("score_floor", pa.float64()),
+        ("images_decoded", pa.int64()),
+        ("images_skipped", pa.int64()),
+        ("text_and_image", pa.int64()),
+        ("misaligned_samples", pa.int64()),
+        ("misalignment_degree", pa.float64()),
         ("config", pa.string()),
         ("versions", pa.string()),
         ("table_versions", pa.string()),

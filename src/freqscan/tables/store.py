@@ -112,13 +112,17 @@ class OutputStore:
     def replace(self, name: str, data: pa.Table) -> int:
         """Replace table ``name`` with ``data`` in one commit; returns the new version."""
         uri = self.table_uri(name)
-        write_deltalake(uri, data.cast(TABLES[name]), mode="overwrite")
+        # schema_mode: an output written by an older freqscan takes the current columns.
+        write_deltalake(uri, data.cast(TABLES[name]), mode="overwrite", schema_mode="overwrite")
         return DeltaTable(uri).version()
 
     def append_run(self, row: dict[str, Any]) -> None:
         """Append a run's record; this commit is what makes the run current."""
         write_deltalake(
-            self.table_uri("runs"), pa.Table.from_pylist([row], schema=RUNS), mode="append"
+            self.table_uri("runs"),
+            pa.Table.from_pylist([row], schema=RUNS),
+            mode="append",
+            schema_mode="merge",
         )
 
     def runs(self) -> pa.Table:

@@ -94,8 +94,11 @@ class PluralRules:
         no concept's term never matches anything.
         """
         forms = list(self.exceptions.get(word, ()))
-        forms += [word[: len(word) - len(old)] + new for old, new in self.suffixes
-                  if word.endswith(old) and len(word) > len(old)]
+        forms += [
+            word[: len(word) - len(old)] + new
+            for old, new in self.suffixes
+            if word.endswith(old) and len(word) > len(old)
+        ]
         return tuple(dict.fromkeys(forms))
 
 

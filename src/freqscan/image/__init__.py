@@ -1,0 +1,1 @@
+"""Image tagging: RAM++ (open and closed set) and open_clip, behind one `Tagger` interface."""

@@ -1,0 +1,112 @@
+"""The Ray Data adapter of the tagging stage: uint8 images in, scores at or above the floor out.
+
+One actor per GPU (or one on a CPU-only machine) builds the tagger once, then takes batches of
+sample rows. Rows without an image (no usable image, or a shard's outcome row) pass through with
+empty image columns. Normalisation and autocast happen on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import torch
+
+from freqscan.concepts import ConceptSet
+from freqscan.config import ImageConfig
+from freqscan.image.factory import build_tagger, label_embeddings_for
+from freqscan.image.label_embeddings import LabelEmbeddings
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@ray.remote
+def build_labels(config: ImageConfig, concepts: ConceptSet) -> LabelEmbeddings | None:
+    """Label embeddings of the run's concepts, once per run, on a GPU when the task has one.
+
+    The content-hash cache lives on the node that runs this task.
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return label_embeddings_for(config, concepts, device)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a precision setting on a device; ``None`` runs in fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return _AUTOCAST.get(precision)
+
+
+def scores_above_floor(
+    probs: np.ndarray, concept_ids: np.ndarray, floor: float
+) -> tuple[pa.Array, pa.Array]:
+    """Per row, the concept ids and float32 scores at or above ``floor`` (as list arrays)."""
+    keep = probs.astype(np.float64) >= floor
+    rows, cols = np.nonzero(keep)
+    offsets = np.zeros(len(probs) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=len(probs)), out=offsets[1:])
+    ids = pa.ListArray.from_arrays(offsets, pa.array(concept_ids[cols], pa.int64()))
+    scores = pa.ListArray.from_arrays(offsets, pa.array(probs[rows, cols], pa.float32()))
+    return ids, scores
+
+
+class ImageTagWorker:
+    """Callable class for ``Dataset.map_batches`` on the tagging actor pool.
+
+    Args:
+        config: Image settings.
+        concepts: The run's concepts.
+        labels: Label embeddings computed once on the driver (``None`` for the closed set).
+        floor: Scores at or above it are kept.
+        checkpoint_sha256: Recorded in the tagger's provenance.
+    """
+
+    def __init__(
+        self,
+        config: ImageConfig,
+        concepts: ConceptSet,
+        labels: LabelEmbeddings | None,
+        floor: float,
+        checkpoint_sha256: str = "",
+    ) -> None:
+        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._tagger = build_tagger(config, concepts, labels, self._device, checkpoint_sha256)
+        self._autocast = autocast_dtype(config.precision, self._device)
+        self._floor = floor
+        size = self._tagger.input.size
+        self._shape = (size, size, 3)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        images = batch.column("image")
+        present = np.flatnonzero(images.is_valid().to_numpy(zero_copy_only=False))
+        k = len(self._tagger.concept_ids)
+        probs = np.zeros((batch.num_rows, k), dtype=np.float32)
+        if len(present):
+            probs[present] = self._probabilities([images[int(i)].as_py() for i in present])
+        ids, scores = scores_above_floor(probs, self._tagger.concept_ids, self._floor)
+        # Rows without an image keep null lists (probs of zero never reach a floor above 0).
+        null = pa.array(~images.is_valid().to_numpy(zero_copy_only=False))
+        out = batch.drop_columns(["image", "image_concept_ids", "image_scores"])
+        out = out.append_column("image_concept_ids", _nulled(ids, null))
+        return out.append_column("image_scores", _nulled(scores, null))
+
+    def _probabilities(self, pixels: list[bytes]) -> np.ndarray:
+        array = np.stack([np.frombuffer(p, np.uint8).reshape(self._shape) for p in pixels])
+        images = torch.from_numpy(array)
+        if self._device.type == "cuda":
+            images = images.pin_memory().to(self._device, non_blocking=True)
+        with (
+            torch.inference_mode(),
+            torch.autocast(
+                self._device.type,
+                dtype=self._autocast or torch.float32,
+                enabled=self._autocast is not None,
+            ),
+        ):
+            probs = self._tagger.probabilities(images)
+        return probs.float().cpu().numpy()
+
+
+def _nulled(values: pa.ListArray, null: pa.Array) -> pa.Array:
+    return pc.if_else(null, pa.scalar(None, values.type), values)
