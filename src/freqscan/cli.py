@@ -201,6 +201,20 @@ def count(
             rich_help_panel="Images",
         ),
     ] = None,
+    clip_center: Annotated[
+        float,
+        typer.Option(
+            help="openclip: cosine similarity that maps to probability 0.5.",
+            rich_help_panel="Images",
+        ),
+    ] = 0.25,
+    clip_temperature: Annotated[
+        float,
+        typer.Option(
+            help="openclip: probability = sigmoid((cos - center) / temperature).",
+            rich_help_panel="Images",
+        ),
+    ] = 0.01,
     image_batch_size: Annotated[
         int, typer.Option(help="Images per forward pass.", rich_help_panel="Images")
     ] = 64,
@@ -250,6 +264,8 @@ def count(
                 text_encoder_pretrained=text_encoder_pretrained,
                 threshold=threshold,
                 score_floor=score_floor,
+                clip_center=clip_center,
+                clip_temperature=clip_temperature,
                 batch_size=image_batch_size,
                 precision=precision,
                 workers=tag_workers,

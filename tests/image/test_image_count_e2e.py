@@ -251,3 +251,28 @@ def test_rethreshold_equals_a_fresh_run_at_that_threshold(setup, run07):
     # Below the floor the scores were never stored: refused.
     result = CliRunner().invoke(app, ["rethreshold", str(run07), "--threshold", "0.4"])
     assert result.exit_code == 2 and "score floor" in result.output
+
+
+def test_label_embeddings_are_built_once_per_concept_set(setup, run07):
+    # Two runs (run07 and, by now, the fresh 0.6 run) share one cached file.
+    invoke(*setup["common"], "--out", str(setup["root"] / "out-cache"))
+    assert len(list((setup["root"] / "cache").glob("label-embeddings-*.npz"))) == 1
+
+
+def test_openclip_tagger_counts_equal_a_direct_count_of_stored_scores(setup):
+    out = setup["root"] / "out-clip"
+    common = setup["common"]
+    args = common[: common.index("--tagger")] + [
+        "--tagger", "openclip", "--text-encoder", str(TINY_CLIP_CONFIG),
+        "--text-encoder-pretrained", "", "--embedding-cache", str(setup["root"] / "cache"),
+        "--clip-center", "0.0", "--clip-temperature", "0.05", "--threshold", "0.55",
+    ]  # fmt: skip
+    invoke(*args, "--out", str(out))
+    image, integrated, _, misaligned = _expected(_hits(out), 0.55)
+    assert sum(image.values()) > 0
+    for row in run_query(str(out), "SELECT * FROM frequencies").to_pylist():
+        assert row["tagger"] == "openclip" and row["tagger_checkpoint_sha256"] is None
+        assert row["image_count"] == image[row["concept_id"]]
+        assert row["integrated_count"] == integrated[row["concept_id"]]
+    run = run_query(str(out), "SELECT misaligned_samples FROM runs").to_pylist()[-1]
+    assert run["misaligned_samples"] == misaligned
