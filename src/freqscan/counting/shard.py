@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from freqscan.config import SourceConfig
-from freqscan.image.tagger import ImageInput
+from freqscan.image.input import ImageInput
 from freqscan.records import (
     IMAGE_MISSING,
     SHARD_FAILED,

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from freqscan.image.tagger import ImageInput
+from freqscan.image.input import ImageInput
 from freqscan.records import IMAGE_TOO_LARGE, IMAGE_TRUNCATED, IMAGE_UNDECODABLE
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}

@@ -225,8 +225,15 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
 def _plan_images(config: ImageConfig, concepts: ConceptSet) -> _ImagePlan:
     """Thresholds, checkpoint hash and provenance of the tagging stage, checked on the driver."""
     from freqscan.image.errors import ImageSetupError
-    from freqscan.image.factory import image_input, run_thresholds
-    from freqscan.image.rampp_checkpoint import checkpoint_sha256, read_checkpoint
+
+    try:
+        from freqscan.image.factory import image_input, run_thresholds
+        from freqscan.image.rampp_checkpoint import checkpoint_sha256, read_checkpoint
+    except ImportError as exc:
+        raise ImageSetupError(
+            f"--tagger needs the image extra ({exc.name} is missing): "
+            'pip install "freqscan[image]"'
+        ) from exc
 
     thresholds = run_thresholds(config, concepts)
     try:

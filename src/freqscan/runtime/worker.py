@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from freqscan.config import SourceConfig, TextConfig
 from freqscan.counting.shard import read_shard_rows
-from freqscan.image.tagger import ImageInput
+from freqscan.image.input import ImageInput
 from freqscan.records import ShardInfo
 from freqscan.text.matcher import ConceptMatcher
 from freqscan.text.searcher import TextSearcher
