@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from freqscan.cli import app
 from freqscan.concepts import load_concepts
 from freqscan.config import THRESHOLD_GRID
+from freqscan.image.factory import rampp_tag_concepts, rampp_tag_thresholds
 from freqscan.image.label_embeddings import build_label_embeddings
 from freqscan.image.preprocess import decode_image
 from freqscan.image.rampp import create_rampp
@@ -276,3 +277,33 @@ def test_openclip_tagger_counts_equal_a_direct_count_of_stored_scores(setup):
         assert row["integrated_count"] == integrated[row["concept_id"]]
     run = run_query(str(out), "SELECT misaligned_samples FROM runs").to_pylist()[-1]
     assert run["misaligned_samples"] == misaligned
+
+
+def test_closed_set_uses_rampp_tags_and_their_per_tag_thresholds(setup):
+    out = setup["root"] / "out-closed"
+    common = setup["common"]
+    args = [a for a in common[: common.index("--tagger")] if a != str(setup["concepts"])]
+    args.remove("--concepts")
+    invoke(*args, "--tagger", "rampp-closed", "--checkpoint", str(setup["checkpoint"]),
+           "--rampp-arch", "tiny", "--out", str(out))  # fmt: skip
+    tags = rampp_tag_concepts()
+    per_tag = dict(zip((c.id for c in tags), rampp_tag_thresholds(), strict=True))
+    image, integrated = Counter(), Counter()
+    for h in _hits(out):
+        shown = {
+            i
+            for i, s in zip(h["image_concept_ids"] or [], h["image_scores"] or [], strict=True)
+            if s > per_tag[i]
+        }
+        image.update(shown)
+        integrated.update(set(h["text_concept_ids"] or []) & shown)
+    rows = run_query(str(out), "SELECT * FROM frequencies").to_pylist()
+    assert len(rows) == 4585 and sum(image.values()) > 0
+    for row in rows:
+        assert row["image_threshold"] == per_tag[row["concept_id"]]
+        assert row["image_count"] == image[row["concept_id"]]
+        assert row["integrated_count"] == integrated[row["concept_id"]]
+    # The floor is the lowest per-tag threshold, so every tag's own threshold is applicable.
+    assert rows[0]["score_floor"] == min(0.5, min(per_tag.values()))
+    run = run_query(str(out), "SELECT image_threshold, tagger FROM runs").to_pylist()[-1]
+    assert run == {"image_threshold": None, "tagger": "rampp-closed"}

@@ -99,7 +99,8 @@ RAMPP_ARCHS: dict[str, RamPlusArch] = {
         head_layers=2,
         head_heads=4,
         head_intermediate=128,
-        num_tags=20,
+        # The real tag count, so a tiny checkpoint also runs closed set with the bundled tag list.
+        num_tags=4585,
         descriptions_per_tag=3,
     ),
 }
