@@ -167,3 +167,13 @@ def test_query_and_show(paper_runs):
     assert missing.exit_code == 2 and "is not in this output's concept set" in missing.output
     bad_sql = CliRunner().invoke(app, ["query", out, "SELECT nope FROM frequencies"])
     assert bad_sql.exit_code == 2 and "query failed" in bad_sql.output
+
+
+def test_text_only_runs_have_null_image_columns_and_refuse_rethreshold(paper_runs):
+    pq_out, _ = paper_runs
+    rows = run_query(
+        str(pq_out), "SELECT DISTINCT image_count, integrated_count, tagger FROM frequencies"
+    ).to_pylist()
+    assert rows == [{"image_count": None, "integrated_count": None, "tagger": None}]
+    result = CliRunner().invoke(app, ["rethreshold", str(pq_out), "--threshold", "0.6"])
+    assert result.exit_code == 2 and "tagged no images" in result.output
