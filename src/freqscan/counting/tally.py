@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from freqscan.config import THRESHOLD_GRID
+from freqscan.config import THRESHOLD_GRID, ConfigError
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Thresholds:
     def __post_init__(self) -> None:
         low = min([self.default, *self.per_concept.values()])
         if low < self.floor:
-            raise ValueError(
+            raise ConfigError(
                 f"threshold {low} is below the score floor {self.floor}: scores under the floor "
                 "are not stored, so that count would be wrong"
             )

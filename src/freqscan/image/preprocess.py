@@ -57,9 +57,14 @@ def _resize(img: Image.Image, spec: ImageInput) -> Image.Image:
     resample = _RESAMPLE[spec.resample]
     if spec.resize == "squash":
         return img.resize((spec.size, spec.size), resample)
+    # torchvision's Resize(int) + CenterCrop, as open_clip applies them: the shorter side becomes
+    # exactly `size`, the longer one is truncated, the crop offset is rounded.
     w, h = img.size
-    scale = spec.size / min(w, h)
-    w2, h2 = max(spec.size, round(w * scale)), max(spec.size, round(h * scale))
+    if w <= h:
+        w2, h2 = spec.size, int(spec.size * h / w)
+    else:
+        w2, h2 = int(spec.size * w / h), spec.size
     img = img.resize((w2, h2), resample)
-    left, top = (w2 - spec.size) // 2, (h2 - spec.size) // 2
+    left = int(round((w2 - spec.size) / 2.0))
+    top = int(round((h2 - spec.size) / 2.0))
     return img.crop((left, top, left + spec.size, top + spec.size))

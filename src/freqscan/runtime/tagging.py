@@ -44,6 +44,7 @@ def scores_above_floor(
     probs: np.ndarray, concept_ids: np.ndarray, floor: float
 ) -> tuple[pa.Array, pa.Array]:
     """Per row, the concept ids and float32 scores at or above ``floor`` (as list arrays)."""
+    probs = np.asarray(probs, dtype=np.float32)  # decide on the values that get stored
     keep = probs.astype(np.float64) >= floor
     rows, cols = np.nonzero(keep)
     offsets = np.zeros(len(probs) + 1, dtype=np.int32)
@@ -114,13 +115,26 @@ class ImageTagWorker:
 def _pixels(images: pa.BinaryArray, shape: tuple[int, int, int]) -> np.ndarray:
     """The valid rows' pixels as one (N, S, S, 3) array, without copying.
 
-    Null rows have zero length, so the valid rows' bytes are contiguous in Arrow's data buffer.
+    The reader writes null rows with zero length, so the valid rows' bytes are contiguous in
+    Arrow's data buffer; a null that still spans bytes (legal Arrow) is filtered out first.
     """
-    offsets = np.frombuffer(images.buffers()[1], np.int32)[
-        images.offset : images.offset + len(images) + 1
-    ]
+    valid = images.is_valid().to_numpy(zero_copy_only=False)
+    offsets = _offsets(images)
+    if np.diff(offsets)[~valid].any():
+        images = images.filter(pa.array(valid))
+        offsets = _offsets(images)
+    lengths = np.diff(offsets)[images.is_valid().to_numpy(zero_copy_only=False)]
+    expected = shape[0] * shape[1] * shape[2]
+    if (lengths != expected).any():
+        raise ValueError(f"image rows must hold {expected} bytes (uint8 {shape}); got {lengths}")
     data = np.frombuffer(images.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
     return data.reshape(-1, *shape)
+
+
+def _offsets(images: pa.BinaryArray) -> np.ndarray:
+    return np.frombuffer(images.buffers()[1], np.int32)[
+        images.offset : images.offset + len(images) + 1
+    ]
 
 
 def _nulled(values: pa.ListArray, null: pa.Array) -> pa.Array:
