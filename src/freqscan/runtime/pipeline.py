@@ -231,8 +231,7 @@ def _plan_images(config: ImageConfig, concepts: ConceptSet) -> _ImagePlan:
         from freqscan.image.rampp_checkpoint import checkpoint_sha256, read_checkpoint
     except ImportError as exc:
         raise ImageSetupError(
-            f"--tagger needs the image extra ({exc.name} is missing): "
-            'pip install "freqscan[image]"'
+            f'--tagger needs the image extra ({exc.name} is missing): pip install "freqscan[image]"'
         ) from exc
 
     thresholds = run_thresholds(config, concepts)
