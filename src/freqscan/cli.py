@@ -33,6 +33,7 @@ from freqscan.config import (
     SourceConfig,
     TextConfig,
 )
+from freqscan.evaluation.cli import eval_app, report
 from freqscan.image.errors import ImageSetupError
 from freqscan.query import VIEWS, concept_examples, connect, run_query
 from freqscan.sources.listing import InputError, list_shards
@@ -459,6 +460,11 @@ def _print_csv(result: pa.Table) -> None:
 def _fail(exc: Exception | str) -> None:
     err.print("[bold red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+# Evaluation jobs live in their own package; registered last so `--help` lists them last.
+app.command("report")(report)
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:
