@@ -21,7 +21,7 @@ from PIL import Image
 
 from freqscan.evaluation.zeroshot import SIMPLE_TEMPLATE
 
-ARCH = "freqscan-tiny-clip"
+ARCH = "freqscan-eval-tiny-clip"  # not the shipped tiny config: another config, another name
 CONFIG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
@@ -189,7 +189,7 @@ def test_imagefolder_and_webdataset_equal_direct_computation(tmp_path, tiny_mode
         )
         assert "12 images, 3 classes" in result.output
         outs[name] = out
-    key = "backbonefreqscan-tiny-clip_pretrainedtiny-random"
+    key = f"backbone{ARCH}_pretrainedtiny-random"
     for prompt, (want, want_predictions) in expected.items():
         for name, out in outs.items():
             data = json.loads((out / f"toyset_{prompt}_results.json").read_text())
