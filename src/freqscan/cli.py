@@ -227,6 +227,14 @@ def count(
         int | None,
         typer.Option(help="Tagging actors. Default: one per GPU.", rich_help_panel="Images"),
     ] = None,
+    gpus_per_tag_worker: Annotated[
+        float | None,
+        typer.Option(
+            help="GPUs per tagging actor (0.5: two actors share a GPU, overlapping host work). "
+            "Default: 1 with GPUs, else 0.",
+            rich_help_panel="Images",
+        ),
+    ] = None,
     embedding_cache: Annotated[
         str | None,
         typer.Option(
@@ -270,6 +278,7 @@ def count(
                 batch_size=image_batch_size,
                 precision=precision,
                 workers=tag_workers,
+                gpus_per_worker=gpus_per_tag_worker,
                 embedding_cache=embedding_cache,
             ),
             runtime=RuntimeConfig(
