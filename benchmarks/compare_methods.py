@@ -205,8 +205,11 @@ def main() -> None:
         docs = list(nlp.pipe(synthetic(c.name, template) for c in concepts))
         results[label] = {}
         for m in METHODS:
-            failed = [c.name for c, d in zip(concepts, docs, strict=True)
-                      if c.id not in matchers[m].match_doc(d)]
+            failed = [
+                c.name
+                for c, d in zip(concepts, docs, strict=True)
+                if c.id not in matchers[m].match_doc(d)
+            ]
             results[label][m] = {"matched": len(concepts) - len(failed)}
             if m == "normalized":
                 results[label][m]["failed"] = failed
