@@ -32,6 +32,7 @@ from freqscan.records import (
     ShardStats,
 )
 from freqscan.sources import read_shard
+from freqscan.tables.schemas import HITS
 from freqscan.text.keys import has_html
 
 # Samples per yielded chunk. Text-only rows are small; image rows carry size*size*3 bytes each
@@ -45,18 +46,7 @@ Search = Callable[[Sequence[str]], list[list[int]]]
 # the tagging stage replaces it by `image_concept_ids` / `image_scores` (scores >= the floor).
 # The shard's last row has only `shard` and `outcome` (JSON, see ShardOutcome) set.
 SAMPLE_ROWS = pa.schema(
-    [
-        ("shard", pa.string()),
-        ("key", pa.string()),
-        ("url", pa.string()),
-        ("caption", pa.string()),
-        ("metadata", pa.string()),
-        ("text_concept_ids", pa.list_(pa.int64())),
-        ("image", pa.binary()),
-        ("image_concept_ids", pa.list_(pa.int64())),
-        ("image_scores", pa.list_(pa.float32())),
-        ("outcome", pa.string()),
-    ]
+    [f for f in HITS if f.name != "run_id"] + [("image", pa.binary()), ("outcome", pa.string())]
 )
 
 
