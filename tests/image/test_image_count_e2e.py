@@ -204,7 +204,9 @@ def test_stored_scores_equal_the_model_computed_directly(setup, run07):
         data = next(v for k, v in sample.items() if k in ("jpg", "png"))
         pixels, _ = decode_image(data, spec)
         with torch.no_grad():
-            probs = torch.sigmoid(model(normalize(torch.from_numpy(pixels[None]), spec)))[0].numpy()
+            probs = torch.sigmoid(model(normalize(torch.from_numpy(pixels[None].copy()), spec)))[
+                0
+            ].numpy()
         stored = dict(
             zip(
                 hits[sample["key"]]["image_concept_ids"],
