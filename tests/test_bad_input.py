@@ -231,3 +231,33 @@ def test_format_is_inferred_and_img2dataset_metadata_parquet_is_ignored(tmp_path
     write_caption_parquet(shards / "extra.parquet", ["a cat"])
     mixed = invoke("count", "--input", str(shards), "--out", str(out), "--concepts", concepts)
     assert mixed.exit_code == 2 and "found shards of both formats" in mixed.output
+
+
+def test_max_failed_shards_fails_the_run_and_keeps_the_previous_one_current(tmp_path, concepts):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_webdataset_shard(shards / "00000.tar", [{"key": "0", "txt": "a dog", "jpg": b"x"}])
+    out = str(tmp_path / "out")
+    args = ("count", "--input", str(shards), "--format", "webdataset", "--concepts", concepts)
+    assert invoke(*args, "--out", out, "--max-failed-shards", "0").exit_code == 0
+    first = run_query(out, "SELECT run_id FROM runs").column("run_id").to_pylist()
+
+    # A second, larger input in which one of two shards is cut short.
+    write_webdataset_shard(
+        shards / "00001.tar",
+        [{"key": f"1{i:03d}", "txt": "a cat " * 50, "jpg": b"x" * 4096} for i in range(20)],
+    )
+    truncate_file(shards / "00001.tar", 30_000)
+    result = invoke(*args, "--out", out, "--max-failed-shards", "0")
+    assert result.exit_code == 1
+    assert "truncated_tar" in result.output and "more than --max-failed-shards 0" in result.output
+    runs = run_query(out, "SELECT run_id, status FROM runs ORDER BY started_at").to_pylist()
+    assert [r["status"] for r in runs] == ["succeeded", "failed"]
+    # Nothing of the failed run is visible: the tables are still the first run's.
+    assert run_query(out, "SELECT DISTINCT run_id FROM frequencies").column(0).to_pylist() == first
+    assert run_query(out, "SELECT count(*) FROM shards").column(0).to_pylist() == [1]
+
+    # One failed shard allowed: the run succeeds and reports it.
+    result = invoke(*args, "--out", out, "--max-failed-shards", "1")
+    assert result.exit_code == 0 and "failed shard" in result.output
+    assert run_query(out, "SELECT count(*) FROM shards").column(0).to_pylist() == [2]

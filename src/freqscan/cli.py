@@ -152,6 +152,13 @@ def count(
         int | None,
         typer.Option(help="Read/text-search actors. Default: all CPUs not used by taggers."),
     ] = None,
+    max_failed_shards: Annotated[
+        int | None,
+        typer.Option(
+            help="Fail the run (commit nothing) when more shards than this fail. "
+            "Default: no limit; failed shards are reported."
+        ),
+    ] = None,
     tagger: Annotated[
         str | None,
         typer.Option(
@@ -244,7 +251,7 @@ def count(
     ] = None,
 ) -> None:
     """Count how often each concept appears in the captions (and images) of a dataset."""
-    from freqscan.runtime.pipeline import run_count
+    from freqscan.runtime.pipeline import RunFailedError, run_count
     from freqscan.runtime.progress import RichProgress
 
     inputs = input or [bundled_sample()]
@@ -284,11 +291,20 @@ def count(
             runtime=RuntimeConfig(
                 address=address or os.environ.get("RAY_ADDRESS"), num_workers=workers
             ),
+            max_failed_shards=max_failed_shards,
         )
         with RichProgress(err) as progress:
             summary = run_count(config, progress)
     except USER_ERRORS as exc:
         _fail(exc)
+    except RunFailedError as exc:
+        for failed in exc.summary.failed_shards:
+            err.print(
+                f"[red]failed shard[/] {failed['shard']}: {failed['reason']}: {failed['error']}",
+                soft_wrap=True,
+            )
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
     console.print(
         f"[bold green]run {summary.run_id}[/] counted {summary.samples_counted:,} of "

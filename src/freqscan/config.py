@@ -221,6 +221,8 @@ class CountConfig:
         text: Text search settings.
         image: Image tagging settings; ``None`` counts captions only.
         runtime: Ray settings; they do not change the counts.
+        max_failed_shards: More failed shards than this make the run fail: nothing is committed
+            and the previous run stays current. ``None`` never fails a run for failed shards.
     """
 
     source: SourceConfig
@@ -230,8 +232,11 @@ class CountConfig:
     text: TextConfig = field(default_factory=TextConfig)
     image: ImageConfig | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    max_failed_shards: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_failed_shards is not None and self.max_failed_shards < 0:
+            raise ConfigError("max_failed_shards must be >= 0")
         if self.image is not None and self.source.format != "webdataset":
             raise ConfigError(
                 f"--tagger needs images: {self.source.format} shards hold captions only; "

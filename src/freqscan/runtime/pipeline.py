@@ -43,7 +43,13 @@ from freqscan.tables.build import (
     shard_counts_table,
 )
 from freqscan.tables.schemas import SHARDS
-from freqscan.tables.store import RUN_SUCCEEDED, DataFile, OutputStore, write_data_file
+from freqscan.tables.store import (
+    RUN_FAILED,
+    RUN_SUCCEEDED,
+    DataFile,
+    OutputStore,
+    write_data_file,
+)
 from freqscan.text.matcher import ConceptMatcher
 from freqscan.text.pipeline import load_pipeline, pipeline_info
 
@@ -82,6 +88,23 @@ class RunSummary:
     images_skipped: Counter[str] = field(default_factory=Counter)
     misalignment_degree: float | None = None
     top_integrated: list[tuple[str, int]] = field(default_factory=list)
+
+
+class RunFailedError(RuntimeError):
+    """More shards failed than ``--max-failed-shards`` allows; nothing was committed.
+
+    Args:
+        summary: What the run read, including the failed shards.
+        limit: The limit it broke.
+    """
+
+    def __init__(self, summary: RunSummary, limit: int) -> None:
+        super().__init__(
+            f"run {summary.run_id} failed: {len(summary.failed_shards)} shard(s) failed, more "
+            f"than --max-failed-shards {limit}; nothing was committed, the previous run stays "
+            "current"
+        )
+        self.summary = summary
 
 
 @dataclass
@@ -157,21 +180,6 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
         **(image.provenance if image else {}),
         "run_id": run_id,
     }
-    per_shard = [(d[0].outcome.shard, d[0].tally) for d in ok]
-    versions = {
-        "hits": store.commit_files("hits", [d[1] for d in ok if d[1] is not None]),
-        "shard_counts": store.replace(
-            "shard_counts", shard_counts_table(per_shard, image is not None, run_id)
-        ),
-        "shards": store.replace("shards", shards_table(done, by_path, image is not None, run_id)),
-        "frequencies": store.replace(
-            "frequencies",
-            frequencies_table(concepts, total, samples_scanned, provenance, thresholds),
-        ),
-    }
-    # Run totals cover the shards that count; a failed shard is reported on its own.
-    skipped = sum((d[0].outcome.stats.skipped for d in ok), Counter())
-    images_skipped = sum((d[0].outcome.images_skipped for d in ok), Counter())
     failed = [
         {
             "shard": d[0].outcome.shard,
@@ -181,6 +189,27 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
         for d in done
         if d[0].outcome.status != SHARD_OK
     ]
+    limit = config.max_failed_shards
+    run_failed = limit is not None and len(failed) > limit
+    per_shard = [(d[0].outcome.shard, d[0].tally) for d in ok]
+    versions: dict[str, int] = {}
+    if not run_failed:  # a failed run commits nothing; the previous run stays current
+        versions = {
+            "hits": store.commit_files("hits", [d[1] for d in ok if d[1] is not None]),
+            "shard_counts": store.replace(
+                "shard_counts", shard_counts_table(per_shard, image is not None, run_id)
+            ),
+            "shards": store.replace(
+                "shards", shards_table(done, by_path, image is not None, run_id)
+            ),
+            "frequencies": store.replace(
+                "frequencies",
+                frequencies_table(concepts, total, samples_scanned, provenance, thresholds),
+            ),
+        }
+    # Run totals cover the shards that count; a failed shard is reported on its own.
+    skipped = sum((d[0].outcome.stats.skipped for d in ok), Counter())
+    images_skipped = sum((d[0].outcome.images_skipped for d in ok), Counter())
 
     def top(counts: Counter[int]) -> list[tuple[str, int]]:
         return [(c.name, counts[c.id]) for c in sorted(concepts, key=lambda c: -counts[c.id])[:10]]
@@ -217,8 +246,11 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
             image=image,
             text_and_image=total.text_and_image,
             misaligned=total.misaligned,
+            status=RUN_FAILED if run_failed else RUN_SUCCEEDED,
         )
     )
+    if run_failed:
+        raise RunFailedError(summary, limit)
     return summary
 
 
@@ -446,11 +478,12 @@ def run_row(
     misaligned: int,
     kind: str = "count",
     parent_run_id: str | None = None,
+    status: str = RUN_SUCCEEDED,
 ) -> dict[str, Any]:
     thresholds = image.thresholds if image else None
     return {
         "run_id": summary.run_id,
-        "status": RUN_SUCCEEDED,
+        "status": status,
         "started_at": started,
         "finished_at": datetime.now(UTC),
         "dataset": config.dataset_name,

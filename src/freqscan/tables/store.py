@@ -33,6 +33,8 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 from freqscan.tables.schemas import RUNS, TABLES
 
 RUN_SUCCEEDED = "succeeded"
+# A run that broke its --max-failed-shards limit: recorded, nothing committed, never current.
+RUN_FAILED = "failed"
 
 
 class OutputError(RuntimeError):
