@@ -48,7 +48,11 @@ class TestPaperKeys:
     def test_html_is_text(self, nlp):
         # Ben/PROPN &/CCONJ amp/PROPN ;/PUNCT Jerry/PROPN 's/PART apple/NOUN pie/NOUN
         assert paper_keys(nlp("Ben &amp; Jerry's apple pie")) == {
-            "Ben", "amp", "Jerry", "apple", "pie",
+            "Ben",
+            "amp",
+            "Jerry",
+            "apple",
+            "pie",
         }
 
     def test_lower_case_proper_noun(self, nlp):
@@ -63,7 +67,15 @@ class TestNormalizedKeys:
         # Nouns give lemma and text; PROPN also the singular candidates of their text
         # ("paris" -> "pari" too); NUM is a noun key; the hyphen is no key.
         assert keys.nouns == {
-            "two", "golden", "retrievers", "retriever", "paris", "pari", "t", "shirt", "shirts",
+            "two",
+            "golden",
+            "retrievers",
+            "retriever",
+            "paris",
+            "pari",
+            "t",
+            "shirt",
+            "shirts",
         }
         assert keys.words == keys.nouns | {"in", "wearing", "wear"}
 

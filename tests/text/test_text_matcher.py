@@ -98,7 +98,8 @@ def test_every_paper_concept_can_match_under_normalized(nlp, paper_set_matchers)
     concepts = list(load_concepts())
     captions = [f"a photo of {article(c.name)} {' '.join(c.name.split('_'))}" for c in concepts]
     failed = [
-        c for c, doc in zip(concepts, nlp.pipe(captions), strict=True)
+        c
+        for c, doc in zip(concepts, nlp.pipe(captions), strict=True)
         if c.id not in matcher.match_doc(doc)
     ]
     assert len(failed) < 60  # 43 with en_core_web_sm 3.8.0, listed in docs/text-methods.md

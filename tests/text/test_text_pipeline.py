@@ -90,7 +90,12 @@ def test_parser_is_needed(nlp):
 def test_disabled_components_change_no_key(nlp, full_nlp, laion_captions):
     """Keys of the reduced pipeline == keys of the full one, for all 10,000 LAION captions."""
     assert full_nlp.pipe_names == [
-        "tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "ner"
+        "tok2vec",
+        "tagger",
+        "parser",
+        "attribute_ruler",
+        "lemmatizer",
+        "ner",
     ]
     plurals = PluralRules.from_pipeline(nlp)
     reduced_docs = nlp.pipe(laion_captions, batch_size=256)

@@ -36,6 +36,7 @@ from freqscan.records import SHARD_OK, ShardInfo
 from freqscan.runtime.worker import SHARD_TASK, ShardReadWorker
 from freqscan.sources import check_source
 from freqscan.sources.listing import list_shards
+from freqscan.storage import worker_env
 from freqscan.tables.build import (
     frequencies_table,
     merge,
@@ -317,6 +318,7 @@ def _count_on_ray(
         workers = config.runtime.num_workers or max(1, cpus - tag_workers)
         workers = min(workers, len(shards))
         tasks = [{"path": s.path, "size": s.size, "mtime": s.mtime, "etag": s.etag} for s in shards]
+        store_env = worker_env()
         # One block per shard, so the pool hands out shards one at a time.
         ds = ray.data.from_arrow([pa.Table.from_pylist([t], schema=SHARD_TASK) for t in tasks])
         ds = ds.map_batches(
@@ -331,6 +333,8 @@ def _count_on_ray(
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,
+            # Readers on other nodes must reach the store the driver listed (never credentials).
+            **({"runtime_env": {"env_vars": store_env}} if store_env else {}),
         )
         if image is not None:
             ds = _add_tagging(ds, image, concepts, tag_workers, gpus)

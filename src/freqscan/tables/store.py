@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
+from freqscan.storage import delta_storage_options
 from freqscan.tables.schemas import RUNS, TABLES
 
 RUN_SUCCEEDED = "succeeded"
@@ -85,8 +86,16 @@ class OutputStore:
     def table_uri(self, name: str) -> str:
         return f"{self.out.rstrip('/')}/{name}"
 
+    def _table(self, name: str, version: int | None = None) -> DeltaTable:
+        uri = self.table_uri(name)
+        return DeltaTable(uri, version=version, storage_options=delta_storage_options(uri))
+
+    def _is_table(self, name: str) -> bool:
+        uri = self.table_uri(name)
+        return DeltaTable.is_deltatable(uri, storage_options=delta_storage_options(uri))
+
     def exists(self) -> bool:
-        return DeltaTable.is_deltatable(self.table_uri("runs"))
+        return self._is_table("runs")
 
     def commit_files(self, name: str, files: list[DataFile]) -> int:
         """Make ``files`` the whole content of table ``name``; returns the new version."""
@@ -105,32 +114,42 @@ class OutputStore:
             )
             for f in files
         ]
-        if DeltaTable.is_deltatable(uri):
-            DeltaTable(uri).create_write_transaction(actions, mode="overwrite", schema=schema)
+        if self._is_table(name):
+            self._table(name).create_write_transaction(actions, mode="overwrite", schema=schema)
         else:
-            create_table_with_add_actions(uri, schema, actions, mode="error")
-        return DeltaTable(uri).version()
+            create_table_with_add_actions(
+                uri, schema, actions, mode="error", storage_options=delta_storage_options(uri)
+            )
+        return self._table(name).version()
 
     def replace(self, name: str, data: pa.Table) -> int:
         """Replace table ``name`` with ``data`` in one commit; returns the new version."""
         uri = self.table_uri(name)
         # schema_mode: an output written by an older freqscan takes the current columns.
-        write_deltalake(uri, data.cast(TABLES[name]), mode="overwrite", schema_mode="overwrite")
-        return DeltaTable(uri).version()
+        write_deltalake(
+            uri,
+            data.cast(TABLES[name]),
+            mode="overwrite",
+            schema_mode="overwrite",
+            storage_options=delta_storage_options(uri),
+        )
+        return self._table(name).version()
 
     def append_run(self, row: dict[str, Any]) -> None:
         """Append a run's record; this commit is what makes the run current."""
+        uri = self.table_uri("runs")
         write_deltalake(
-            self.table_uri("runs"),
+            uri,
             pa.Table.from_pylist([row], schema=RUNS),
             mode="append",
             schema_mode="merge",
+            storage_options=delta_storage_options(uri),
         )
 
     def runs(self) -> pa.Table:
         if not self.exists():
             raise OutputError(f"{self.out}: no freqscan output here (no runs table)")
-        return DeltaTable(self.table_uri("runs")).to_pyarrow_table()
+        return self._table("runs").to_pyarrow_table()
 
     def current_run(self, run_id: str | None = None) -> dict[str, Any]:
         """The record of run ``run_id``, or of the latest succeeded run."""
@@ -148,8 +167,8 @@ class OutputStore:
         run = self.current_run(run_id)
         versions: dict[str, int] = json.loads(run["table_versions"])
         tables = {
-            name: DeltaTable(self.table_uri(name), version=version).to_pyarrow_dataset()
+            name: self._table(name, version).to_pyarrow_dataset()
             for name, version in versions.items()
         }
-        tables["runs"] = DeltaTable(self.table_uri("runs")).to_pyarrow_dataset()
+        tables["runs"] = self._table("runs").to_pyarrow_dataset()
         return tables
