@@ -17,45 +17,19 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 SAMPLE = Path(__file__).parents[1] / "src" / "freqscan" / "data" / "laion-sample"
+# The loopback S3 server the tests use (tests/s3kit.py).
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from s3kit import moto_server  # noqa: E402
+
 BUCKET = "bench"
-
-
-@contextmanager
-def moto_server():
-    """moto_server in its own process (some deltalake calls hold the GIL while they wait)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def create_objects(client, prefix: str, n: int, threads: int) -> float:

@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE_SHARDS
+from s3kit import moto_server
 from shardkit import captions_to_webdataset
 from typer.testing import CliRunner
 
@@ -41,45 +38,10 @@ SHARDS = 4
 pytestmark = pytest.mark.timeout(600)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_ray() -> None:
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """``moto_server`` on a free loopback port in its own process; yields its endpoint.
-
-    Not ThreadedMotoServer: some deltalake calls (``DeltaTable.is_deltatable``) hold the GIL
-    while they wait for the store, so a server thread in the test process could never answer.
-    """
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @contextmanager
