@@ -32,6 +32,7 @@ from freqscan.concepts import ConceptSet, load_concepts
 from freqscan.config import CountConfig, ImageConfig, RuntimeConfig
 from freqscan.counting.assemble import ShardAssembler, ShardCount
 from freqscan.counting.tally import Thresholds
+from freqscan.image.input import ImageInput
 from freqscan.records import SHARD_OK, ShardInfo
 from freqscan.runtime.worker import SHARD_TASK, ShardReadWorker
 from freqscan.sources import check_source
@@ -116,6 +117,7 @@ class _ImagePlan:
     thresholds: Thresholds
     checkpoint_sha256: str
     provenance: dict[str, Any]
+    preprocess: ImageInput
 
 
 def new_run_id() -> str:
@@ -269,28 +271,25 @@ def _plan_images(config: ImageConfig, concepts: ConceptSet) -> _ImagePlan:
 
     thresholds = run_thresholds(config, concepts)
     try:
-        image_input(config)  # resolves the open_clip model for openclip: unknown names fail here
+        # Resolves the open_clip model for openclip, so unknown names fail here.
+        preprocess = image_input(config)
     except ValueError as exc:
         raise ImageSetupError(str(exc)) from exc
+    sha = ""
     if config.tagger != "openclip":
         # Refuse a missing or mismatched checkpoint here, not in every actor's constructor;
         # mapped, not read, so the driver never holds the weights.
         read_checkpoint(config.checkpoint, config.arch, mmap=True)
-    sha = (
-        checkpoint_sha256(config.checkpoint)
-        if config.checkpoint and config.tagger != "openclip"
-        else ""
-    )
+        sha = checkpoint_sha256(config.checkpoint)
     provenance = {
         "tagger": config.tagger,
         "tagger_checkpoint_sha256": sha or None,
-        "description_mode": (
-            None
-            if config.tagger == "rampp-closed"
-            else ("mean" if config.tagger == "openclip" else config.description_mode)
+        # The closed set has no descriptions; openclip averages them.
+        "description_mode": {"rampp": config.description_mode, "openclip": "mean"}.get(
+            config.tagger
         ),
     }
-    return _ImagePlan(config, thresholds, sha, provenance)
+    return _ImagePlan(config, thresholds, sha, provenance, preprocess)
 
 
 def _count_on_ray(
@@ -327,7 +326,7 @@ def _count_on_ray(
                 "source": config.source,
                 "text": config.text,
                 "matcher": matcher,
-                "image": _image_input(image.config) if image else None,
+                "image": image.preprocess if image else None,
             },
             batch_size=1,
             batch_format="pyarrow",
@@ -363,12 +362,6 @@ def _tag_workers(config: ImageConfig, gpus: float) -> int:
         return config.workers
     per = config.gpus_per_worker if config.gpus_per_worker is not None else (1 if gpus else 0)
     return max(1, int(gpus // per)) if per else 1
-
-
-def _image_input(config: ImageConfig):
-    from freqscan.image.factory import image_input
-
-    return image_input(config)
 
 
 def _add_tagging(ds, image: _ImagePlan, concepts: ConceptSet, workers: int, gpus: float):
