@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from freqscan.config import THRESHOLD_GRID
-from freqscan.counting.tally import ShardTally, Thresholds, above_floor, tally
+from freqscan.counting.tally import ShardTally, Thresholds, tally
 from freqscan.runtime.tagging import scores_above_floor
 from freqscan.tables.build import merge, misalignment_degree
 
@@ -194,7 +194,6 @@ def test_float32_scores_at_a_threshold_compare_as_float64_in_both_places():
     probs = np.array([[np.float32(0.7), F32_07_UP, np.float32(0.69)]], dtype=np.float32)
     ids, scores = scores_above_floor(probs, np.array([DOG, CAT, CAR]), 0.7)
     assert ids.to_pylist() == [[CAT]] and scores.to_pylist() == [[F32_07_UP]]
-    assert above_floor([np.float32(0.7), F32_07_UP], 0.7) == [False, True]
 
     th = Thresholds(0.7, 0.7)
     stored = tally([[]], ids.to_pylist(), scores.to_pylist(), th)
@@ -205,7 +204,8 @@ def test_float32_scores_at_a_threshold_compare_as_float64_in_both_places():
     out = tally([[], []], [[DOG], [DOG]], arrow.to_pylist(), Thresholds(0.7, 0.55))
     assert out.image_grid[0.55] == Counter({DOG: 2}) and out.image_grid[0.6] == Counter({DOG: 1})
     assert out.image_grid[0.7] == Counter() and out.image == Counter()
-    assert above_floor([np.float32(0.55)], 0.55) == [True]
+    kept, _ = scores_above_floor(np.array([[np.float32(0.55)]]), np.array([DOG]), 0.55)
+    assert kept.to_pylist() == [[DOG]]
 
 
 def test_counts_from_floor_filtered_scores_equal_counts_from_all_scores():

@@ -13,7 +13,7 @@ scores, so re-thresholding gives exactly what a fresh run at that threshold give
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from freqscan.config import THRESHOLD_GRID, ConfigError
@@ -63,11 +63,6 @@ class ShardTally:
     integrated_grid: dict[float, Counter[int]] = field(default_factory=dict)
     text_and_image: int = 0
     misaligned: int = 0
-
-
-def above_floor(scores: Iterable[float], floor: float) -> list[bool]:
-    """Which scores are stored: at or above the floor, compared in float64 like :func:`shown`."""
-    return [float(s) >= floor for s in scores]
 
 
 def tally(

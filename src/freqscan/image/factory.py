@@ -17,7 +17,7 @@ from freqscan.config import DEFAULT_IMAGE_THRESHOLD, DEFAULT_SCORE_FLOOR, ImageC
 from freqscan.counting.tally import Thresholds
 from freqscan.image.label_embeddings import LabelEmbeddings, cached_label_embeddings
 from freqscan.image.openclip_tagger import OpenClipTagger, OpenClipTaggerSpec, input_for
-from freqscan.image.rampp import RamPlus, get_arch
+from freqscan.image.rampp import RamPlus, RamPlusArch, get_arch
 from freqscan.image.rampp_checkpoint import load_rampp
 from freqscan.image.tagger import ImageInput, Tagger, normalize
 from freqscan.image.text_encoder import TextEncoderSpec
@@ -73,7 +73,12 @@ def image_input(config: ImageConfig) -> ImageInput:
     """The preprocessing the CPU stage applies for this tagger (no model is loaded for RAM++)."""
     if config.tagger == "openclip":
         return input_for(text_encoder_spec(config))
-    return ImageInput(size=get_arch(config.arch).img_size, resize="squash", resample="bilinear")
+    return rampp_input(get_arch(config.arch))
+
+
+def rampp_input(arch: RamPlusArch) -> ImageInput:
+    """RAM++'s preprocessing: squash to the backbone's size, bilinear, ImageNet statistics."""
+    return ImageInput(size=arch.img_size, resize="squash", resample="bilinear")
 
 
 class RamPlusTagger:
@@ -99,7 +104,7 @@ class RamPlusTagger:
             raise ValueError(f"model has {model.num_tags} tags but {len(concept_ids)} concepts")
         self.model = model.eval()
         self.name = name
-        self.input = ImageInput(size=model.arch.img_size, resize="squash", resample="bilinear")
+        self.input = rampp_input(model.arch)
         self.concept_ids = concept_ids
         self.thresholds = thresholds
         self.provenance = provenance

@@ -357,10 +357,16 @@ def _count_on_ray(
     return [done[s.path] for s in shards]
 
 
+def _gpus_per_tag_worker(config: ImageConfig, gpus: float) -> float:
+    if config.gpus_per_worker is not None:
+        return config.gpus_per_worker
+    return 1 if gpus else 0
+
+
 def _tag_workers(config: ImageConfig, gpus: float) -> int:
     if config.workers is not None:
         return config.workers
-    per = config.gpus_per_worker if config.gpus_per_worker is not None else (1 if gpus else 0)
+    per = _gpus_per_tag_worker(config, gpus)
     return max(1, int(gpus // per)) if per else 1
 
 
@@ -372,7 +378,7 @@ def _add_tagging(ds, image: _ImagePlan, concepts: ConceptSet, workers: int, gpus
     from freqscan.runtime.tagging import ImageTagWorker, build_labels
 
     cfg = image.config
-    per = cfg.gpus_per_worker if cfg.gpus_per_worker is not None else (1 if gpus else 0)
+    per = _gpus_per_tag_worker(cfg, gpus)
     labels = ray.get(build_labels.options(num_gpus=1 if gpus else 0).remote(cfg, concepts))
     return ds.map_batches(
         ImageTagWorker,
