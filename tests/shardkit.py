@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +121,14 @@ def truncate_file(path: str | Path, keep_bytes: int) -> None:
     """
     with open(path, "r+b") as f:
         f.truncate(keep_bytes)
+
+
+def split_parquet(
+    rows: pa.Table, out_dir: str | Path, rows_per_shard: int, shards: Iterable[int]
+) -> None:
+    """Write shard ``i`` of ``shards`` as ``part-{i:05d}.parquet``: rows ``i*n .. (i+1)*n``."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for i in shards:
+        pq.write_table(
+            rows.slice(i * rows_per_shard, rows_per_shard), Path(out_dir) / f"part-{i:05d}.parquet"
+        )

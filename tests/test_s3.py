@@ -13,56 +13,23 @@ endpoint (``freqscan.storage``).
 from __future__ import annotations
 
 import io
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE_SHARDS
-from s3kit import moto_server
-from shardkit import captions_to_webdataset
+from conftest import SAMPLE_SHARDS, paused_shared_ray, start_shared_ray
+from s3kit import BUCKET, KEY_ID, SECRET, aws_environment, moto_server
+from shardkit import captions_to_webdataset, split_parquet
 from typer.testing import CliRunner
 
 from freqscan.cli import app
 from freqscan.query import run_query
 from freqscan.storage import delta_storage_options, worker_env
 
-BUCKET = "freqscan-test"
-KEY_ID = "AKIAFREQSCANTESTKEY7"
-SECRET = "fRqScAn/TeSt+SeCrEt/never-in-any-output-0123"
 ROWS_PER_SHARD = 300
 SHARDS = 4
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def _start_ray() -> None:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-
-
-@contextmanager
-def aws_environment(env: dict[str, str], unset: tuple[str, ...]) -> Iterator[None]:
-    """Set (and unset) AWS_* variables in this process, restoring them afterwards."""
-    import s3fs
-
-    saved = {k: os.environ.get(k) for k in (*env, *unset)}
-    os.environ.update(env)
-    for k in unset:
-        os.environ.pop(k, None)
-    s3fs.S3FileSystem.clear_instance_cache()  # cached clients keep the endpoint they were made with
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +38,8 @@ def s3():
     import boto3
     import ray
 
-    ray_was_running = ray.is_initialized()
-    if ray_was_running:
-        ray.shutdown()
     unset = ("AWS_ALLOW_HTTP", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN")
-    with moto_server() as endpoint:
+    with paused_shared_ray(), moto_server() as endpoint:
         env = {
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": KEY_ID,
@@ -83,15 +47,13 @@ def s3():
             "AWS_DEFAULT_REGION": "us-east-1",
         }
         with aws_environment(env, unset):
-            _start_ray()  # its workers inherit the environment set above, as on a real node
+            start_shared_ray()  # its workers inherit the environment set above, as on a node
             try:
                 client = boto3.client("s3")
                 client.create_bucket(Bucket=BUCKET)
                 yield client
             finally:
                 ray.shutdown()
-    if ray_was_running:
-        _start_ray()
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +61,7 @@ def local_shards(tmp_path_factory) -> Path:
     """SHARDS caption parquet shards of ROWS_PER_SHARD real LAION rows, and webdataset copies."""
     base = tmp_path_factory.mktemp("s3-local")
     rows = pq.read_table(SAMPLE_SHARDS[0]).slice(0, ROWS_PER_SHARD * SHARDS)
-    (base / "captions").mkdir()
-    for i in range(SHARDS):
-        pq.write_table(
-            rows.slice(i * ROWS_PER_SHARD, ROWS_PER_SHARD),
-            base / "captions" / f"part-{i:05d}.parquet",
-        )
+    split_parquet(rows, base / "captions", ROWS_PER_SHARD, range(SHARDS))
     captions_to_webdataset(
         sorted(str(p) for p in (base / "captions").glob("*.parquet")),
         str(base / "wds"),

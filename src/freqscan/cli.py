@@ -159,6 +159,18 @@ def count(
             "Default: no limit; failed shards are reported."
         ),
     ] = None,
+    read_retries: Annotated[
+        int,
+        typer.Option(
+            help="Read a shard again, from its start, up to this many times when the object is "
+            "briefly missing or the store fails (5xx, dropped connection); corrupt shards are "
+            "not retried. 0: no retries."
+        ),
+    ] = 3,
+    retry_backoff: Annotated[
+        float,
+        typer.Option(help="Seconds before the first read retry; doubles per retry, at most 30 s."),
+    ] = 1.0,
     tagger: Annotated[
         str | None,
         typer.Option(
@@ -289,7 +301,10 @@ def count(
                 embedding_cache=embedding_cache,
             ),
             runtime=RuntimeConfig(
-                address=address or os.environ.get("RAY_ADDRESS"), num_workers=workers
+                address=address or os.environ.get("RAY_ADDRESS"),
+                num_workers=workers,
+                read_retries=read_retries,
+                retry_backoff_s=retry_backoff,
             ),
             max_failed_shards=max_failed_shards,
         )
@@ -312,6 +327,11 @@ def count(
         f"in {summary.seconds:.1f}s ({config.text.method} method, {summary.concepts:,} concepts, "
         f"{summary.concepts_with_hits:,} with at least one hit)"
     )
+    if summary.shards_reused:
+        console.print(
+            f"resumed: {summary.shards_reused:,} shards were finished by the interrupted run "
+            f"{summary.run_id} and were not read again"
+        )
     if summary.skipped:
         reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(summary.skipped.items()))
         console.print(f"skipped samples: {reasons}")

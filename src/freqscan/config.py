@@ -199,14 +199,24 @@ class RuntimeConfig:
     Args:
         address: Ray cluster address; ``None`` starts Ray in-process.
         num_workers: Text-search actors; ``None`` uses every CPU Ray reports.
+        read_retries: Reads of a shard after the first one when it fails with a transient
+            error (object missing, store error); 0 declares it failed at once.
+        retry_backoff_s: Seconds before the first retry; each further one waits twice as long
+            (at most 30 s, with a little jitter).
     """
 
     address: str | None = None
     num_workers: int | None = None
+    read_retries: int = 3
+    retry_backoff_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_workers is not None and self.num_workers <= 0:
             raise ConfigError("num_workers must be positive")
+        if self.read_retries < 0:
+            raise ConfigError("read_retries must be >= 0 (0 turns retries off)")
+        if not self.retry_backoff_s >= 0:  # also refuses NaN
+            raise ConfigError("retry_backoff_s must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,17 @@ class Sample:
     image: bytes | None = None
 
 
+# Shard-level read failures that can pass: an object briefly missing (a re-upload in progress)
+# and store errors (5xx, a connection dropped mid-stream). A shard failing with one of these is
+# read again; the other reasons (truncated_tar, unreadable, missing_column) are data defects that
+# reading again cannot fix.
+READ_NOT_FOUND = "not_found"
+READ_STORAGE_ERROR = "storage_error"
+TRANSIENT_READ_REASONS = frozenset({READ_NOT_FOUND, READ_STORAGE_ERROR})
+
+
 class ShardReadError(Exception):
-    """A whole shard cannot be read (missing, truncated, unreadable, wrong schema).
+    """A whole shard cannot be read (missing, truncated, unreadable, wrong schema, store error).
 
     Args:
         reason: A short machine-readable reason (``truncated_tar``, ``missing_column``...).
@@ -98,6 +107,11 @@ class ShardReadError(Exception):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+
+    @property
+    def transient(self) -> bool:
+        """Whether reading the shard again may succeed (:data:`TRANSIENT_READ_REASONS`)."""
+        return self.reason in TRANSIENT_READ_REASONS
 
 
 @dataclass

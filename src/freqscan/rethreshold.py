@@ -30,6 +30,7 @@ from freqscan.tables.build import (
     misalignment_degree,
     shard_counts_table,
 )
+from freqscan.tables.lease import OutputLease
 from freqscan.tables.schemas import FREQUENCIES, SHARDS
 from freqscan.tables.store import OutputError, OutputStore
 
@@ -77,10 +78,24 @@ def rethreshold(
 
     Raises:
         OutputError: No such run, the run tagged no images, or the threshold is under its floor.
+        OutputBusyError: Another run is writing the output (it holds the writer lease).
     """
     from freqscan.runtime.pipeline import new_run_id
 
     store = OutputStore(out)
+    store.runs()  # refuses a directory with no output before the lease would create it
+    # Held from reading the parent until the new run's row is in: no other run writes between.
+    with OutputLease.acquire(store.out, new_run_id()) as lease:
+        return _rethreshold(store, lease, threshold, run_id, progress)
+
+
+def _rethreshold(
+    store: OutputStore,
+    lease: OutputLease,
+    threshold: float,
+    run_id: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> RethresholdSummary:
     parent = store.current_run(run_id)
     if parent.get("tagger") is None:
         raise OutputError(f"run {parent['run_id']} tagged no images: nothing to re-threshold")
@@ -92,7 +107,7 @@ def rethreshold(
         )
     thresholds = Thresholds(threshold, floor)
     snapshot = store.snapshot(parent["run_id"])
-    new_id = new_run_id()
+    new_id = lease.holder
 
     shards = snapshot["shards"].to_table().to_pylist()
     ok = {s["shard"] for s in shards if s["status"] == SHARD_OK}
@@ -122,6 +137,7 @@ def rethreshold(
         s["misaligned_samples"] = counted.misaligned if counted else s["misaligned_samples"]
         s["run_id"] = new_id
     versions = json.loads(parent["table_versions"])
+    lease.check()
     versions["shard_counts"] = store.replace(
         "shard_counts", shard_counts_table(sorted(per_shard.items()), True, new_id)
     )
@@ -183,6 +199,7 @@ def _run_row(
         "finished_at": now,
         "kind": "rethreshold",
         "parent_run_id": parent["run_id"],
+        "shards_reused": None,  # reads no shard: every count comes from the parent's hits
         "image_threshold": threshold,
         "text_and_image": total.text_and_image,
         "misaligned_samples": total.misaligned,

@@ -7,15 +7,12 @@ scores, the stored scores from the model itself, and rethreshold against a fresh
 
 from __future__ import annotations
 
-import copy
-import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from shardkit import write_webdataset_shard
+from imagekit import tagged_setup
 from typer.testing import CliRunner
 
 from freqscan.cli import app
@@ -24,28 +21,13 @@ from freqscan.config import THRESHOLD_GRID
 from freqscan.image.factory import rampp_tag_concepts, rampp_tag_thresholds
 from freqscan.image.label_embeddings import build_label_embeddings
 from freqscan.image.preprocess import decode_image
-from freqscan.image.rampp import create_rampp
-from freqscan.image.rampp_checkpoint import load_rampp, save_upstream_checkpoint
+from freqscan.image.rampp_checkpoint import load_rampp
 from freqscan.image.tagger import ImageInput, normalize
 from freqscan.image.text_encoder import TINY_CLIP_CONFIG, TextEncoderSpec
 from freqscan.query import run_query
 from freqscan.tables.schemas import grid_field
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-PHOTOS = sorted((Path(__file__).parents[1] / "data" / "photos").glob("*.[jp][pn]g"))
-CONCEPTS = {
-    "dog": ["a photo of a dog.", "a furry pet with four legs.", "an animal that barks."],
-    "woman": ["a photo of a woman.", "an adult female person."],
-    "car": ["a photo of a car."],
-    "shirt": ["a photo of a shirt.", "a garment for the upper body.", "clothing with sleeves."],
-    "flower": [],
-    "house": ["a photo of a house.", "a building people live in."],
-    "tree": [],
-    "table": ["a photo of a table."],
-    "dress": ["a photo of a dress.", "a one-piece garment."],
-    "bag": [],
-}
 
 
 def invoke(*args: str):
@@ -56,71 +38,7 @@ def invoke(*args: str):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, laion_captions):
-    root = tmp_path_factory.mktemp("image-e2e")
-    concepts = root / "concepts.json"
-    concepts.write_text(json.dumps(CONCEPTS))
-    torch.manual_seed(0)
-    model = create_rampp("tiny")
-    _spread_logits(model, load_concepts(str(concepts)))
-    checkpoint = root / "ram_plus_tiny.pth"
-    save_upstream_checkpoint(model, checkpoint)
-
-    # Captions that mention the concepts, so that text and image both have hits.
-    captions = [
-        c for c in laion_captions if any(w in c.lower().split() for w in ("dog", "woman", "shirt"))
-    ]
-    photos = [p.read_bytes() for p in PHOTOS]
-    shards = root / "shards"
-    shards.mkdir()
-    samples = []
-    for i in range(40):
-        samples.append(
-            {
-                "key": f"{i:09d}",
-                "txt": captions[i],
-                PHOTOS[i % len(PHOTOS)].suffix[1:]: photos[i % len(photos)],
-            }
-        )
-    samples[3]["jpg"] = b"\x00not an image at all" * 10
-    samples[5] = {
-        "key": samples[5]["key"],
-        "txt": samples[5]["txt"],
-        "jpg": photos[0][: len(photos[0]) // 2],
-    }
-    samples[7] = {"key": samples[7]["key"], "txt": samples[7]["txt"]}
-    write_webdataset_shard(shards / "00000.tar", samples[:20])
-    write_webdataset_shard(shards / "00001.tar", samples[20:])
-    common = [
-        "count", "--input", str(shards), "--format", "webdataset",
-        "--concepts", str(concepts), "--tagger", "rampp", "--checkpoint", str(checkpoint),
-        "--rampp-arch", "tiny", "--text-encoder", str(TINY_CLIP_CONFIG),
-        "--text-encoder-pretrained", "", "--embedding-cache", str(root / "cache"),
-        "--description-mode", "reweight", "--image-batch-size", "8",
-    ]  # fmt: skip
-    return {
-        "root": root,
-        "common": common,
-        "checkpoint": checkpoint,
-        "concepts": concepts,
-        "samples": samples,
-    }
-
-
-def _spread_logits(model, concepts) -> None:
-    """Rescale the random head so the photos' probabilities spread over the whole threshold grid
-    (mean logit 0.85, std 1.5) instead of all sitting near 0.55."""
-    labels = build_label_embeddings(
-        concepts, "reweight", TextEncoderSpec(str(TINY_CLIP_CONFIG), "")
-    )
-    probe = copy.deepcopy(model)  # the checkpoint keeps the closed-set label_embed
-    probe.set_label_embeddings(torch.from_numpy(labels.embeddings), torch.from_numpy(labels.mask))
-    spec = ImageInput(192)
-    pixels = np.stack([decode_image(p.read_bytes(), spec)[0] for p in PHOTOS])
-    with torch.no_grad():
-        logits = probe(normalize(torch.from_numpy(pixels), spec))
-        scale = 1.5 / logits.std()
-        model.fc.weight.mul_(scale)
-        model.fc.bias.copy_(0.85 - scale * (logits.mean() - model.fc.bias))
+    return tagged_setup(tmp_path_factory.mktemp("image-e2e"), laion_captions)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ matrix; the closed set's per-tag thresholds and score floor."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -144,6 +145,18 @@ def test_worker_scores_rows_with_images_and_passes_the_rest_through(setup, worke
     for r in got:
         if r["key"] in ("k01", "k07") or r["outcome"] is not None:
             assert r["image_concept_ids"] is None and r["image_scores"] is None
+
+
+def test_a_samples_scores_do_not_depend_on_its_batch(setup):
+    """Bit for bit, however the stream batched it: a retried shard stores the same floats."""
+    config = dataclasses.replace(setup["config"], batch_size=4)
+    worker = ImageTagWorker(config, CONCEPTS, setup["labels"], 0.0)
+    pixels = setup["pixels"]
+    rows = [_row(f"k{i}", p) for i, p in enumerate(pixels)]
+    together = worker(pa.Table.from_pylist(rows, schema=SAMPLE_ROWS))
+    for i, p in enumerate(pixels):
+        alone = worker(pa.Table.from_pylist([_row(f"k{i}", p)], schema=SAMPLE_ROWS))
+        assert alone.column("image_scores")[0] == together.column("image_scores")[i], i
 
 
 def test_worker_on_a_batch_without_images_or_without_rows(setup):

@@ -6,15 +6,22 @@ sample rows in chunks (schema :data:`SAMPLE_ROWS`), then one last row carrying t
 outcome. The rows of a shard are counted only once its outcome and every row it announces have
 arrived (:mod:`freqscan.counting.assemble`); a shard that cannot be read to its end reports
 ``failed`` and every row it yielded is discarded, so no shard is ever half counted.
+
+A read that fails transiently (the object briefly missing, a store error) is retried from the
+shard's start after a backoff, unless the object changed since it was listed. A retry yields
+only rows whose key no earlier read yielded and accounts for the samples afresh, so a shard read
+in several attempts yields and counts exactly what one undisturbed read would.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
+import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +39,7 @@ from freqscan.records import (
     ShardStats,
 )
 from freqscan.sources import read_shard
+from freqscan.sources.files import changed_since_listing
 from freqscan.tables.schemas import HITS
 from freqscan.text.keys import has_html
 
@@ -39,6 +47,12 @@ from freqscan.text.keys import has_html
 # (442 kB at 384 px), so 128 of them make a ~57 MB block, under Ray Data's 128 MB target.
 TEXT_CHUNK = 2048
 IMAGE_CHUNK = 128
+
+# Retry delays double from the configured backoff up to this many seconds.
+MAX_BACKOFF_S = 30.0
+# Each delay is shortened by up to this fraction at random, so that the workers of a store
+# outage do not all retry at the same moment.
+BACKOFF_JITTER = 0.1
 
 Search = Callable[[Sequence[str]], list[list[int]]]
 
@@ -63,6 +77,7 @@ class ShardOutcome:
         images_skipped: Image-level skip reason -> samples.
         error_reason: Short reason of a failure (``truncated_tar``...), else ``None``.
         error: The failure's message, else ``None``.
+        read_attempts: Reads of the shard made (more than 1 after transient failures).
     """
 
     shard: str
@@ -73,6 +88,7 @@ class ShardOutcome:
     images_skipped: Counter[str] = field(default_factory=Counter)
     error_reason: str | None = None
     error: str | None = None
+    read_attempts: int = 1
 
     def to_json(self) -> str:
         return json.dumps(
@@ -88,6 +104,7 @@ class ShardOutcome:
                 "images_skipped": dict(sorted(self.images_skipped.items())),
                 "error_reason": self.error_reason,
                 "error": self.error,
+                "read_attempts": self.read_attempts,
             }
         )
 
@@ -106,6 +123,7 @@ class ShardOutcome:
             Counter(d["images_skipped"]),
             d["error_reason"],
             d["error"],
+            d["read_attempts"],
         )
 
 
@@ -114,6 +132,9 @@ def read_shard_rows(
     source: SourceConfig,
     search: Search,
     image: ImageInput | None = None,
+    retries: int = 3,
+    backoff_s: float = 1.0,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> Iterator[pa.Table]:
     """Yield a shard's sample rows in chunks, then its outcome row.
 
@@ -121,25 +142,82 @@ def read_shard_rows(
     count); with it every usable sample with a caption hit or a decodable image is.
 
     Args:
-        shard: The shard to read.
+        shard: The shard to read, with the fingerprint it was listed with.
         source: How to read it.
         search: Maps a list of captions to the sorted concept ids each one counts for.
         image: The tagger's preprocessing, or ``None`` when the run tags no images.
+        retries: Reads after the first one when a read fails transiently
+            (:data:`freqscan.records.TRANSIENT_READ_REASONS`); 0 retries nothing.
+        backoff_s: Seconds before the first retry, doubling per retry (at most
+            :data:`MAX_BACKOFF_S`, shortened by up to :data:`BACKOFF_JITTER` at random).
+        sleep: Waits the given seconds (tests record the delays instead).
     """
     outcome = ShardOutcome(shard.path)
-    samples = _usable(read_shard(shard, source, images=image is not None), outcome.stats)
-    chunk_size = TEXT_CHUNK if image is None else IMAGE_CHUNK
-    try:
-        while chunk := list(islice(samples, chunk_size)):
-            table = _chunk_rows(shard.path, chunk, search, image, outcome)
-            outcome.rows += table.num_rows
-            if table.num_rows:
-                yield table
-    except ShardReadError as exc:
-        outcome.status, outcome.error_reason, outcome.error = SHARD_FAILED, exc.reason, exc.message
+    yielded: set[str] = set()  # keys of the rows yielded by every read so far
+    for attempt in itertools.count(1):
+        outcome.read_attempts = attempt
+        error = yield from _read_once(shard, source, search, image, outcome, yielded)
+        if error is None or not error.transient:
+            break
+        if attempt > retries:
+            error = ShardReadError(
+                error.reason, f"{error.message} (gave up after {_attempts(attempt)})"
+            )
+            break
+        sleep(_retry_delay(attempt, backoff_s))
+        # Rows already yielded came from the listed object; a changed one would mix versions.
+        if changed := changed_since_listing(shard):
+            error = ShardReadError(
+                "changed_during_read",
+                f"{shard.path}: changed since it was listed ({changed}) after "
+                f"{_attempts(attempt)} failed with {error.reason}; a new run counts its new "
+                "content",
+            )
+            break
+    if error is not None:
+        outcome.status = SHARD_FAILED
+        outcome.error_reason, outcome.error = error.reason, error.message
+    outcome.rows = len(yielded)
     yield pa.Table.from_pylist(
         [{"shard": shard.path, "outcome": outcome.to_json()}], schema=SAMPLE_ROWS
     )
+
+
+def _read_once(
+    shard: ShardInfo,
+    source: SourceConfig,
+    search: Search,
+    image: ImageInput | None,
+    outcome: ShardOutcome,
+    yielded: set[str],
+) -> Generator[pa.Table, None, ShardReadError | None]:
+    """Read the shard from its start, yielding rows whose key is not in ``yielded`` yet.
+
+    Returns the error that ended the read early, else ``None``.
+    """
+    # Every read sees the shard's samples from the first one: its accounting starts over.
+    outcome.stats, outcome.images_decoded, outcome.images_skipped = ShardStats(), 0, Counter()
+    samples = _usable(read_shard(shard, source, images=image is not None), outcome.stats)
+    chunk_size = TEXT_CHUNK if image is None else IMAGE_CHUNK
+    try:
+        while chunk := list(itertools.islice(samples, chunk_size)):
+            table = _chunk_rows(shard.path, chunk, search, image, outcome, yielded)
+            if table.num_rows:
+                yield table
+    except ShardReadError as exc:
+        return exc
+    return None
+
+
+def _retry_delay(retry: int, backoff_s: float) -> float:
+    """Seconds to wait before retry number ``retry`` (1-based)."""
+    # The exponent's bound only keeps the float finite for absurd retry counts.
+    delay = min(MAX_BACKOFF_S, backoff_s * 2.0 ** min(retry - 1, 1000))
+    return delay * (1 - BACKOFF_JITTER * random.random())
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
 def _chunk_rows(
@@ -148,7 +226,9 @@ def _chunk_rows(
     search: Search,
     image: ImageInput | None,
     outcome: ShardOutcome,
+    yielded: set[str],
 ) -> pa.Table:
+    """Rows of a chunk's samples with a hit, leaving out (and adding to) ``yielded`` keys."""
     from freqscan.image.preprocess import decode_image  # PIL only where images are read
 
     rows = []
@@ -164,8 +244,9 @@ def _chunk_rows(
                 else:
                     outcome.images_decoded += 1
                     pixels = decoded.tobytes()
-        if not ids and pixels is None:
+        if (not ids and pixels is None) or sample.key in yielded:
             continue
+        yielded.add(sample.key)
         rows.append(
             {
                 "shard": shard,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from freqscan.config import THRESHOLD_GRID, ConfigError
 
@@ -102,3 +103,37 @@ def tally(
             out.image_grid[t].update(at_t)
             out.integrated_grid[t].update(text_set & at_t)
     return out
+
+
+def tally_to_dict(t: ShardTally) -> dict[str, Any]:
+    """JSON-ready form of a tally (counter keys become strings, as JSON requires)."""
+
+    def counts(c: Counter[int]) -> dict[str, int]:
+        return {str(k): v for k, v in sorted(c.items())}
+
+    return {
+        "text": counts(t.text),
+        "image": counts(t.image),
+        "integrated": counts(t.integrated),
+        "image_grid": {repr(k): counts(v) for k, v in t.image_grid.items()},
+        "integrated_grid": {repr(k): counts(v) for k, v in t.integrated_grid.items()},
+        "text_and_image": t.text_and_image,
+        "misaligned": t.misaligned,
+    }
+
+
+def tally_from_dict(d: Mapping[str, Any]) -> ShardTally:
+    """Inverse of :func:`tally_to_dict`."""
+
+    def counts(c: Mapping[str, int]) -> Counter[int]:
+        return Counter({int(k): v for k, v in c.items()})
+
+    return ShardTally(
+        text=counts(d["text"]),
+        image=counts(d["image"]),
+        integrated=counts(d["integrated"]),
+        image_grid={float(k): counts(v) for k, v in d["image_grid"].items()},
+        integrated_grid={float(k): counts(v) for k, v in d["integrated_grid"].items()},
+        text_and_image=d["text_and_image"],
+        misaligned=d["misaligned"],
+    )

@@ -15,6 +15,7 @@ the driver before the pool starts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -44,6 +45,8 @@ from freqscan.tables.build import (
     misalignment_degree,
     shard_counts_table,
 )
+from freqscan.tables.lease import OutputLease
+from freqscan.tables.progress import RunProgress, ShardResult
 from freqscan.tables.schemas import SHARDS
 from freqscan.tables.store import (
     RUN_FAILED,
@@ -61,7 +64,7 @@ logger = logging.getLogger(__name__)
 class Progress(Protocol):
     """What the job reports while it runs (the CLI shows it with rich)."""
 
-    def start(self, shards: int) -> None: ...
+    def start(self, shards: int, done: int = 0) -> None: ...
 
     def shard_done(self, samples_read: int) -> None: ...
 
@@ -90,6 +93,9 @@ class RunSummary:
     images_skipped: Counter[str] = field(default_factory=Counter)
     misalignment_degree: float | None = None
     top_integrated: list[tuple[str, int]] = field(default_factory=list)
+    # Shards a resumed run took from the run it resumes instead of reading them again.
+    shards_reused: int = 0
+    status: str = RUN_SUCCEEDED
 
 
 class RunFailedError(RuntimeError):
@@ -145,14 +151,14 @@ def run_concepts(config: CountConfig) -> ConceptSet:
 def run_count(config: CountConfig, progress: Progress | None = None) -> RunSummary:
     """Run a count end to end and commit its tables to ``config.out``.
 
+    Holds the output's writer lease throughout, so a second run on the same output is refused.
+    Re-running the command of a run that died resumes it: shards it finished are not read again.
+
     Args:
         config: The validated run configuration.
         progress: Optional progress reporter.
     """
-    started = datetime.now(UTC)
     t0 = time.perf_counter()
-    run_id = new_run_id()
-
     concepts = run_concepts(config)
     shards = list_shards(config.source.input, config.source.format)
     check_source(shards, config.source)
@@ -162,15 +168,70 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
     del nlp  # workers load their own; the driver only needed it to lemmatize concepts
     image = _plan_images(config.image, concepts) if config.image is not None else None
 
+    # Taken once the run is known to be valid: a refused run leaves no trace in the output.
     store = OutputStore(config.out)
-    t_count = time.perf_counter()
-    done = _count_on_ray(config, concepts, shards, matcher, image, run_id, store.out, progress)
-    count_seconds = time.perf_counter() - t_count
+    with OutputLease.acquire(store.out, new_run_id()) as lease:
+        ended = {r["run_id"] for r in store.runs().to_pylist()} if store.exists() else set()
+        fingerprint = run_fingerprint(config, concepts, spacy_info, image)
+        state = RunProgress.open(store.out, fingerprint, lease.holder, shards, ended)
+        if state.resumed:
+            logger.warning(
+                "resuming run %s: %d of %d shards already done",
+                state.run_id,
+                len(state.finished),
+                len(shards),
+            )
+        todo = [s for s in shards if s.path not in state.finished]
+        t_count = time.perf_counter()
+        results = dict(state.finished)
+        if todo:
+            results.update(_count_on_ray(config, concepts, todo, matcher, image, state, progress))
+        count_seconds = time.perf_counter() - t_count
+        done = [results[s.path] for s in shards]
+        lease.check()
+        summary = _commit(config, concepts, done, image, spacy_info, state, store)
+        summary.seconds = time.perf_counter() - t0
+        summary.count_seconds = count_seconds
+        state.finish()
+    if summary.status == RUN_FAILED:
+        raise RunFailedError(summary, config.max_failed_shards or 0)
+    return summary
 
-    by_path = {s.path: s for s in shards}
-    ok = [d for d in done if d[0].outcome.status == SHARD_OK]
-    total = merge(d[0].tally for d in ok)
-    samples_scanned = sum(d[0].outcome.stats.samples_counted for d in ok)
+
+def run_fingerprint(
+    config: CountConfig,
+    concepts: ConceptSet,
+    spacy_info: dict[str, str],
+    image: _ImagePlan | None,
+) -> str:
+    """Hash of everything that decides a run's counts: equal fingerprints, equal results.
+
+    Where and how wide it runs (``runtime``) and when it counts as failed do not change the
+    counts, so a killed run may be resumed with other settings for those.
+    """
+    counted = config.to_dict()
+    for irrelevant in ("runtime", "max_failed_shards"):
+        counted.pop(irrelevant)
+    counted["concept_set_hash"] = concepts.content_hash
+    counted["spacy"] = spacy_info
+    counted["tagger_checkpoint_sha256"] = image.checkpoint_sha256 if image else None
+    return hashlib.sha256(json.dumps(counted, sort_keys=True).encode()).hexdigest()
+
+
+def _commit(
+    config: CountConfig,
+    concepts: ConceptSet,
+    done: list[ShardResult],
+    image: _ImagePlan | None,
+    spacy_info: dict[str, str],
+    state: RunProgress,
+    store: OutputStore,
+) -> RunSummary:
+    """Write the run's tables and, last, its ``runs`` row (nothing but that row if it failed)."""
+    run_id = state.run_id
+    ok = [d for d in done if d.outcome.status == SHARD_OK]
+    total = merge(d.tally for d in ok)
+    samples_scanned = sum(d.outcome.stats.samples_counted for d in ok)
     thresholds = image.thresholds if image else None
     provenance = {
         "dataset": config.dataset_name,
@@ -184,76 +245,68 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
         "run_id": run_id,
     }
     failed = [
-        {
-            "shard": d[0].outcome.shard,
-            "reason": d[0].outcome.error_reason,
-            "error": d[0].outcome.error,
-        }
+        {"shard": d.info.path, "reason": d.outcome.error_reason, "error": d.outcome.error}
         for d in done
-        if d[0].outcome.status != SHARD_OK
+        if d.outcome.status != SHARD_OK
     ]
     limit = config.max_failed_shards
     run_failed = limit is not None and len(failed) > limit
-    per_shard = [(d[0].outcome.shard, d[0].tally) for d in ok]
     versions: dict[str, int] = {}
     if not run_failed:  # a failed run commits nothing; the previous run stays current
+        per_shard = [(d.info.path, d.tally) for d in ok]
         versions = {
-            "hits": store.commit_files("hits", [d[1] for d in ok if d[1] is not None]),
+            "hits": store.commit_files("hits", [d.hits for d in ok if d.hits is not None]),
             "shard_counts": store.replace(
                 "shard_counts", shard_counts_table(per_shard, image is not None, run_id)
             ),
-            "shards": store.replace(
-                "shards", shards_table(done, by_path, image is not None, run_id)
-            ),
+            "shards": store.replace("shards", shards_table(done, image is not None, run_id)),
             "frequencies": store.replace(
                 "frequencies",
                 frequencies_table(concepts, total, samples_scanned, provenance, thresholds),
             ),
         }
-    # Run totals cover the shards that count; a failed shard is reported on its own.
-    skipped = sum((d[0].outcome.stats.skipped for d in ok), Counter())
-    images_skipped = sum((d[0].outcome.images_skipped for d in ok), Counter())
 
     def top(counts: Counter[int]) -> list[tuple[str, int]]:
         return [(c.name, counts[c.id]) for c in sorted(concepts, key=lambda c: -counts[c.id])[:10]]
 
+    # Run totals cover the shards that count; a failed shard is reported on its own.
     summary = RunSummary(
         run_id=run_id,
         out=store.out,
-        shards_total=len(shards),
+        shards_total=len(done),
         shards_ok=len(ok),
         failed_shards=failed,
-        samples_read=sum(d[0].outcome.stats.samples_read for d in ok),
+        samples_read=sum(d.outcome.stats.samples_read for d in ok),
         samples_counted=samples_scanned,
-        skipped=skipped,
+        skipped=sum((d.outcome.stats.skipped for d in ok), Counter()),
         text_hits=sum(total.text.values()),
         concepts=len(concepts),
         concepts_with_hits=sum(1 for c in concepts if total.text[c.id] > 0),
         top=top(total.text),
-        seconds=time.perf_counter() - t0,
-        count_seconds=count_seconds,
+        seconds=0.0,
+        count_seconds=0.0,
         table_versions=versions,
         tagger=config.image.tagger if config.image else None,
-        images_decoded=sum(d[0].outcome.images_decoded for d in ok),
-        images_skipped=images_skipped,
+        images_decoded=sum(d.outcome.images_decoded for d in ok),
+        images_skipped=sum((d.outcome.images_skipped for d in ok), Counter()),
         misalignment_degree=misalignment_degree(total, samples_scanned) if image else None,
         top_integrated=top(total.integrated) if image else [],
+        shards_reused=len(state.finished),
+        status=RUN_FAILED if run_failed else RUN_SUCCEEDED,
     )
     store.append_run(
         run_row(
             config,
             concepts,
             summary,
-            started,
+            state.started_at,
             spacy_info,
             image=image,
             text_and_image=total.text_and_image,
             misaligned=total.misaligned,
-            status=RUN_FAILED if run_failed else RUN_SUCCEEDED,
+            status=summary.status,
         )
     )
-    if run_failed:
-        raise RunFailedError(summary, limit)
     return summary
 
 
@@ -298,10 +351,9 @@ def _count_on_ray(
     shards: list[ShardInfo],
     matcher: ConceptMatcher,
     image: _ImagePlan | None,
-    run_id: str,
-    out: str,
+    state: RunProgress,
     progress: Progress | None,
-) -> list[tuple[ShardCount, DataFile | None]]:
+) -> dict[str, ShardResult]:
     import ray
     import ray.data
 
@@ -327,6 +379,10 @@ def _count_on_ray(
                 "text": config.text,
                 "matcher": matcher,
                 "image": image.preprocess if image else None,
+                "read_retries": config.runtime.read_retries,
+                "retry_backoff_s": config.runtime.retry_backoff_s,
+                "run_id": state.run_id,
+                "dataset": config.dataset_name,
             },
             batch_size=1,
             batch_format="pyarrow",
@@ -336,14 +392,21 @@ def _count_on_ray(
             **({"runtime_env": {"env_vars": store_env}} if store_env else {}),
         )
         if image is not None:
-            ds = _add_tagging(ds, image, concepts, tag_workers, gpus)
+            ds = _add_tagging(
+                ds, image, concepts, tag_workers, gpus, state.run_id, config.dataset_name
+            )
         if progress is not None:
-            progress.start(len(shards))
+            progress.start(len(shards) + len(state.finished), done=len(state.finished))
         assembler = ShardAssembler(image.thresholds if image else None)
-        done: dict[str, tuple[ShardCount, DataFile | None]] = {}
+        by_path = {s.path: s for s in shards}
+        done: dict[str, ShardResult] = {}
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for shard in assembler.add(batch):
-                done[shard.outcome.shard] = (shard, _write_hits(out, run_id, shard))
+                # The hits file first, then the marker that says the shard is finished.
+                hits = _write_hits(state.out, state.run_id, shard)
+                result = ShardResult(by_path[shard.outcome.shard], shard.outcome, shard.tally, hits)
+                state.record(result)
+                done[result.info.path] = result
                 if progress is not None:
                     progress.shard_done(shard.outcome.stats.samples_read)
     finally:
@@ -354,7 +417,7 @@ def _count_on_ray(
         raise RuntimeError(
             f"Ray returned no result for {len(missing)} shard(s): {sorted(missing)[:5]}"
         )
-    return [done[s.path] for s in shards]
+    return done
 
 
 def _gpus_per_tag_worker(config: ImageConfig, gpus: float) -> float:
@@ -370,7 +433,15 @@ def _tag_workers(config: ImageConfig, gpus: float) -> int:
     return max(1, int(gpus // per)) if per else 1
 
 
-def _add_tagging(ds, image: _ImagePlan, concepts: ConceptSet, workers: int, gpus: float):
+def _add_tagging(
+    ds,
+    image: _ImagePlan,
+    concepts: ConceptSet,
+    workers: int,
+    gpus: float,
+    run_id: str,
+    dataset: str,
+):
     """Append the tagging stage; label embeddings are built once here, on a GPU if any."""
     import ray
     import ray.data
@@ -388,6 +459,8 @@ def _add_tagging(ds, image: _ImagePlan, concepts: ConceptSet, workers: int, gpus
             "labels": labels,
             "floor": image.thresholds.floor,
             "checkpoint_sha256": image.checkpoint_sha256,
+            "run_id": run_id,
+            "dataset": dataset,
         },
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
@@ -425,16 +498,10 @@ def _connect(runtime: RuntimeConfig) -> bool:
     return True
 
 
-def shards_table(
-    done: list[tuple[ShardCount, DataFile | None]],
-    by_path: dict[str, ShardInfo],
-    tagged: bool,
-    run_id: str,
-) -> pa.Table:
+def shards_table(done: list[ShardResult], tagged: bool, run_id: str) -> pa.Table:
     rows = []
-    for shard, _ in done:
-        o, t = shard.outcome, shard.tally
-        info = by_path[o.shard]
+    for d in done:
+        o, t, info = d.outcome, d.tally, d.info
         ok = o.status == SHARD_OK
         rows.append(
             {
@@ -446,6 +513,7 @@ def shards_table(
                 "status": o.status,
                 "error_reason": o.error_reason,
                 "error": o.error,
+                "read_attempts": o.read_attempts,
                 "samples_read": o.stats.samples_read,
                 "samples_counted": o.stats.samples_counted if ok else 0,
                 "samples_skipped": o.stats.samples_skipped,
@@ -498,6 +566,7 @@ def run_row(
         "shards_total": summary.shards_total,
         "shards_ok": summary.shards_ok,
         "shards_failed": len(summary.failed_shards),
+        "shards_reused": summary.shards_reused,
         "samples_read": summary.samples_read,
         "samples_counted": summary.samples_counted,
         "samples_skipped": sum(summary.skipped.values()),

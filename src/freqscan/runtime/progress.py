@@ -32,9 +32,9 @@ class RichProgress:
     def __exit__(self, *exc: object) -> None:
         self._bar.stop()
 
-    def start(self, shards: int) -> None:
+    def start(self, shards: int, done: int = 0) -> None:
         self._t0 = time.perf_counter()
-        self._task = self._bar.add_task("count", total=shards, samples=0, rate=0.0)
+        self._task = self._bar.add_task("count", total=shards, completed=done, samples=0, rate=0.0)
 
     def shard_done(self, samples_read: int) -> None:
         self._samples += samples_read

@@ -2,11 +2,13 @@
 
 One actor per GPU (or one on a CPU-only machine) builds the tagger once, then takes batches of
 sample rows. Rows without an image (no usable image, or a shard's outcome row) pass through with
-empty image columns. Normalisation and autocast happen on the device.
+empty image columns. Normalisation and autocast happen on the device. It exports the tagging
+stage's metrics (:class:`freqscan.runtime.metrics.TagMetrics`).
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -19,6 +21,7 @@ from freqscan.concepts import ConceptSet
 from freqscan.config import ImageConfig
 from freqscan.image.factory import build_tagger, label_embeddings_for
 from freqscan.image.label_embeddings import LabelEmbeddings
+from freqscan.runtime.metrics import TagMetrics
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -63,6 +66,8 @@ class ImageTagWorker:
         labels: Label embeddings computed once on the driver (``None`` for the closed set).
         floor: Scores at or above it are kept.
         checkpoint_sha256: Recorded in the tagger's provenance.
+        run_id: The run, a tag of every metric.
+        dataset: The dataset's name, a tag of every metric.
     """
 
     def __init__(
@@ -72,6 +77,9 @@ class ImageTagWorker:
         labels: LabelEmbeddings | None,
         floor: float,
         checkpoint_sha256: str = "",
+        *,
+        run_id: str = "",
+        dataset: str = "",
     ) -> None:
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._tagger = build_tagger(config, concepts, labels, self._device, checkpoint_sha256)
@@ -79,21 +87,45 @@ class ImageTagWorker:
         self._floor = floor
         size = self._tagger.input.size
         self._shape = (size, size, 3)
+        self._batch_size = config.batch_size
+        self._metrics = TagMetrics(run_id, dataset)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         images = batch.column("image").combine_chunks()
         valid = images.is_valid().to_numpy(zero_copy_only=False)
         probs = np.zeros((batch.num_rows, len(self._tagger.concept_ids)), dtype=np.float32)
-        if valid.any():
+        if tagged := int(valid.sum()):
+            start = time.perf_counter()
             probs[valid] = self._probabilities(_pixels(images, self._shape))
+            self._metrics.batch(tagged, time.perf_counter() - start)
         ids, scores = scores_above_floor(probs, self._tagger.concept_ids, self._floor)
         # Rows without an image get null lists, not "nothing above the floor".
         null = pa.array(~valid)
+        ids, scores = _nulled(ids, null), _nulled(scores, null)
+        self._metrics.kept(ids)
         out = batch.drop_columns(["image", "image_concept_ids", "image_scores"])
-        out = out.append_column("image_concept_ids", _nulled(ids, null))
-        return out.append_column("image_scores", _nulled(scores, null))
+        out = out.append_column("image_concept_ids", ids)
+        return out.append_column("image_scores", scores)
 
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Scores of ``pixels``, through the model exactly ``batch_size`` images at a time.
+
+        A partial batch is zero-padded. Kernels are chosen by batch shape and round differently
+        in the last bits, so without this a sample's stored scores would depend on which samples
+        shared its batch, and a retried or resumed shard (batched differently) could store
+        other floats than an undisturbed run.
+        """
+        size = self._batch_size
+        out = []
+        for start in range(0, len(pixels), size):
+            chunk = pixels[start : start + size]
+            n = len(chunk)
+            if n < size:
+                chunk = np.concatenate([chunk, np.zeros((size - n, *self._shape), np.uint8)])
+            out.append(self._forward(chunk)[:n])
+        return np.concatenate(out)
+
+    def _forward(self, pixels: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             # The Arrow buffer is read-only; the tensor is only ever read.
             warnings.simplefilter("ignore", UserWarning)

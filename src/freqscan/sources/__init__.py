@@ -28,8 +28,9 @@ def read_shard(shard: ShardInfo, config: SourceConfig, images: bool = False) -> 
 
     Raises:
         ShardReadError: The shard cannot be read to its end (reasons ``not_found``,
-            ``truncated_tar``, ``unreadable``, ``missing_column``). Samples yielded before the
-            error belong to a failed shard and must be discarded.
+            ``storage_error``, which are transient, and ``truncated_tar``, ``unreadable``,
+            ``missing_column``). Samples yielded before the error belong to a failed shard and
+            must be discarded.
     """
     if config.format == "webdataset":
         return read_webdataset(shard, config, images=images)

@@ -69,7 +69,7 @@ def _list_input(item: str, format: str) -> list[ShardInfo]:
     except (OSError, ValueError) as exc:  # permission denied, store unreachable, bad pattern
         raise InputError(f"input {item}: cannot list: {exc}") from None
     shards = [
-        _shard_info(fs, path, info) for path, info in files.items() if _has_extension(path, ext)
+        shard_info(fs, path, info) for path, info in files.items() if _has_extension(path, ext)
     ]
     if not shards:
         raise InputError(f"no {ext} shards under {item}" + _format_hint(files, format))
@@ -123,7 +123,8 @@ def _format_hint(paths: Collection[str], format: str) -> str:
     return f" (did you mean --format {others[0]}?)" if others else ""
 
 
-def _shard_info(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) -> ShardInfo:
+def shard_info(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) -> ShardInfo:
+    """The shard's fingerprint (path, size, mtime, etag) from the store's ``info`` of it."""
     # Local paths stay plain paths; remote ones keep their protocol so workers can open them.
     full = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
     mtime = next((_timestamp(info[k]) for k in _MTIME_KEYS if info.get(k) is not None), None)

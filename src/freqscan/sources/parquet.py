@@ -21,6 +21,8 @@ from freqscan.sources.files import open_shard
 BATCH_ROWS = 8192
 
 # pyarrow's errors on a damaged file: ArrowInvalid (bad footer, bad thrift), OSError (I/O).
+# pyarrow re-raises an exception of the Python file as it is, so the shard file's
+# ShardReadError("storage_error") (see open_shard) passes these handlers untouched.
 _PARQUET_ERRORS = (pa.ArrowException, OSError)
 
 
@@ -34,9 +36,9 @@ def read_parquet(shard: ShardInfo, config: SourceConfig) -> Iterator[Sample]:
 
     Raises:
         ShardReadError: ``not_found``, ``missing_column`` (a configured column is absent, or
-            the caption column does not hold text) or ``unreadable`` (not a parquet file,
-            corrupt, permission denied). Samples read before the failure may already have
-            been yielded.
+            the caption column does not hold text), ``unreadable`` (not a parquet file,
+            corrupt, permission denied) or ``storage_error`` (the store failed mid-read).
+            Samples read before the failure may already have been yielded.
     """
     row = 0
     for batch in _record_batches(shard, config):

@@ -8,13 +8,14 @@ unless the caller asks for images (image tagging).
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import lzma
 import re
 import tarfile
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 from freqscan.config import SourceConfig
 from freqscan.records import Sample, ShardInfo, ShardReadError
@@ -31,7 +32,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 # a dot in their basename are not part of any sample and are ignored, as webdataset does.
 _MEMBER_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
-# Exceptions tarfile and the decompressors behind "r|*" raise on damaged bytes.
+# Exceptions tarfile and the decompressors behind "r|*" raise on damaged bytes (gzip's is an
+# OSError). The shard file's own I/O errors arrive as ShardReadError("storage_error") (see
+# open_shard), which is none of these, so a dropped connection is never taken for damage.
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError, lzma.LZMAError)
 
 _Member = tuple[str, str, bytes | None]
@@ -51,8 +54,9 @@ def read_webdataset(
 
     Raises:
         ShardReadError: ``not_found``, ``truncated_tar`` (the tar ends before its end-of-archive
-            marker) or ``unreadable`` (not a tar, corrupt header, permission denied). Samples
-            read before the failure may already have been yielded.
+            marker), ``unreadable`` (not a tar, corrupt header, permission denied) or
+            ``storage_error`` (the store failed mid-read). Samples read before the failure may
+            already have been yielded.
     """
     extensions = READ_EXTENSIONS | set(IMAGE_EXTENSIONS) if images else READ_EXTENSIONS
     for key, members in itertools.groupby(_tar_members(shard, extensions), key=lambda m: m[0]):
@@ -181,7 +185,7 @@ class _StrictTarInfo(tarfile.TarInfo):
 class _EndAwareReader:
     """Wraps the shard's file to remember whether the bytes ran out."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: io.RawIOBase) -> None:
         self._f = f
         self.at_end = False
 

@@ -87,6 +87,8 @@ SHARDS = pa.schema(
         ("status", pa.string()),
         ("error_reason", pa.string()),
         ("error", pa.string()),
+        # Reads of the shard (more than 1 after transient failures; null in older outputs).
+        ("read_attempts", pa.int32()),
         ("samples_read", pa.int64()),
         ("samples_counted", pa.int64()),
         ("samples_skipped", pa.int64()),
@@ -116,6 +118,8 @@ RUNS = pa.schema(
         ("shards_total", pa.int64()),
         ("shards_ok", pa.int64()),
         ("shards_failed", pa.int64()),
+        # Shards taken from earlier work of this output instead of read again (a resumed run).
+        ("shards_reused", pa.int64()),
         ("samples_read", pa.int64()),
         ("samples_counted", pa.int64()),
         ("samples_skipped", pa.int64()),
