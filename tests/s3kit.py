@@ -177,10 +177,23 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
 
 
 @contextmanager
-def aws_environment(env: dict[str, str], unset: tuple[str, ...]) -> Iterator[None]:
-    """Set (and unset) AWS_* variables in this process, restoring them afterwards."""
+def aws_environment(endpoint: str, **extra: str) -> Iterator[None]:
+    """Point every AWS client of this process (and of Ray workers started inside) at
+    ``endpoint`` with the test credentials, through the standard ``AWS_*`` environment;
+    restore the environment afterwards. ``extra``: more variables (``AWS_MAX_ATTEMPTS="1"``).
+
+    ``AWS_ALLOW_HTTP`` is deliberately unset: freqscan derives it from an ``http://`` endpoint.
+    """
     import s3fs
 
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **extra,
+    }
+    unset = ("AWS_ALLOW_HTTP", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN")
     saved = {k: os.environ.get(k) for k in (*env, *unset)}
     os.environ.update(env)
     for k in unset:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE_SHARDS
 from fsspec.implementations.memory import MemoryFileSystem
-from s3kit import BUCKET, KEY_ID, SECRET, aws_environment, fault_proxy, moto_server
+from s3kit import BUCKET, aws_environment, fault_proxy, moto_server
 from shardkit import truncate_file, write_webdataset_shard
 from typer.testing import CliRunner
 
@@ -29,13 +29,17 @@ from freqscan.counting.shard import SAMPLE_ROWS, ShardOutcome, read_shard_rows
 from freqscan.records import SHARD_FAILED, SHARD_OK, ShardInfo, ShardReadError
 from freqscan.sources import list_shards
 from freqscan.sources.files import changed_since_listing
+from freqscan.text.keys import CaptionKeys
 
 SAMPLES = 5000  # over two TEXT_CHUNKs (2048)
 
 
-def search(captions: list[str]) -> list[list[int]]:
+def search(captions: list[str]) -> list[tuple[list[int], CaptionKeys]]:
     """Concept 1 in every caption with "dog", concept 2 with "cat"."""
-    return [[i for i, word in ((1, "dog"), (2, "cat")) if word in c] for c in captions]
+    return [
+        ([i for i, word in ((1, "dog"), (2, "cat")) if word in c], CaptionKeys(frozenset()))
+        for c in captions
+    ]
 
 
 class Recorder:
@@ -369,16 +373,8 @@ def s3_proxy(tmp_path_factory):
     local = tmp_path_factory.mktemp("retry-shards")
     rows = pq.read_table(SAMPLE_SHARDS[0])
     with moto_server() as endpoint, fault_proxy(endpoint) as proxy:
-        env = {
-            "AWS_ENDPOINT_URL": proxy.endpoint,
-            "AWS_ACCESS_KEY_ID": KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": SECRET,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            # botocore would retry a 503 itself; one attempt makes every fault reach freqscan.
-            "AWS_MAX_ATTEMPTS": "1",
-        }
-        unset = ("AWS_ALLOW_HTTP", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN")
-        with aws_environment(env, unset):
+        # botocore would retry a 503 itself; one attempt makes every fault reach freqscan.
+        with aws_environment(proxy.endpoint, AWS_MAX_ATTEMPTS="1"):
             client = boto3.client("s3", endpoint_url=endpoint)  # uploads go around the proxy
             client.create_bucket(Bucket=BUCKET)
             for i in range(3):

@@ -38,15 +38,8 @@ def s3():
     import boto3
     import ray
 
-    unset = ("AWS_ALLOW_HTTP", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN")
     with paused_shared_ray(), moto_server() as endpoint:
-        env = {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": SECRET,
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        with aws_environment(env, unset):
+        with aws_environment(endpoint):
             start_shared_ray()  # its workers inherit the environment set above, as on a node
             try:
                 client = boto3.client("s3")

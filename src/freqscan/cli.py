@@ -9,16 +9,18 @@ from __future__ import annotations
 import csv
 import os
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import PurePosixPath
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import duckdb
 import pyarrow as pa
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from freqscan.concepts import ConceptSetError
 from freqscan.config import (
@@ -34,11 +36,25 @@ from freqscan.config import (
     TextConfig,
 )
 from freqscan.evaluation.cli import eval_app, report
+from freqscan.history import (
+    COUNT_COLUMNS,
+    LATEST,
+    PREVIOUS,
+    diff_versions,
+    output_history,
+    resolve_version,
+)
 from freqscan.image.errors import ImageSetupError
-from freqscan.query import VIEWS, concept_examples, connect, run_query
+from freqscan.query import VIEWS, AttachError, concept_examples, connect, parse_attach, run_query
 from freqscan.sources.listing import InputError, list_shards
 from freqscan.tables.store import OutputError
 from freqscan.text.pipeline import SpacyPipelineError
+
+if TYPE_CHECKING:  # imported where used: Ray and torch load slowly, and --help needs neither
+    from freqscan.runtime.pipeline import RunSummary
+    from freqscan.runtime.progress import RichProgress
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Concept frequencies of multimodal pretraining sets, on Ray Data.",
@@ -263,8 +279,7 @@ def count(
     ] = None,
 ) -> None:
     """Count how often each concept appears in the captions (and images) of a dataset."""
-    from freqscan.runtime.pipeline import RunFailedError, run_count
-    from freqscan.runtime.progress import RichProgress
+    from freqscan.runtime.pipeline import run_count
 
     inputs = input or [bundled_sample()]
     try:
@@ -308,8 +323,26 @@ def count(
             ),
             max_failed_shards=max_failed_shards,
         )
+    except USER_ERRORS as exc:
+        _fail(exc)
+    summary = _with_progress(lambda progress: run_count(config, progress))
+    note = (
+        f"resumed: {summary.shards_reused:,} shards were finished by the interrupted run "
+        f"{summary.run_id} and were not read again"
+        if summary.shards_reused
+        else None
+    )
+    _print_summary(summary, out, note)
+
+
+def _with_progress(job: Callable[[RichProgress], T]) -> T:
+    """Run a counting job under a progress display; user errors and failed runs exit cleanly."""
+    from freqscan.runtime.pipeline import RunFailedError
+    from freqscan.runtime.progress import RichProgress
+
+    try:
         with RichProgress(err) as progress:
-            summary = run_count(config, progress)
+            return job(progress)
     except USER_ERRORS as exc:
         _fail(exc)
     except RunFailedError as exc:
@@ -321,17 +354,16 @@ def count(
         err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
 
+
+def _print_summary(summary: RunSummary, out: str, note: str | None) -> None:
     console.print(
         f"[bold green]run {summary.run_id}[/] counted {summary.samples_counted:,} of "
         f"{summary.samples_read:,} samples from {summary.shards_ok}/{summary.shards_total} shards "
-        f"in {summary.seconds:.1f}s ({config.text.method} method, {summary.concepts:,} concepts, "
+        f"in {summary.seconds:.1f}s ({summary.method} method, {summary.concepts:,} concepts, "
         f"{summary.concepts_with_hits:,} with at least one hit)"
     )
-    if summary.shards_reused:
-        console.print(
-            f"resumed: {summary.shards_reused:,} shards were finished by the interrupted run "
-            f"{summary.run_id} and were not read again"
-        )
+    if note:
+        console.print(note)
     if summary.skipped:
         reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(summary.skipped.items()))
         console.print(f"skipped samples: {reasons}")
@@ -387,11 +419,21 @@ def query(
     sql: Annotated[str, typer.Argument(help=f"DuckDB SQL over the views {', '.join(VIEWS)}.")],
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
     run: Annotated[str | None, typer.Option(help="Read the tables as of this run id.")] = None,
+    version: Annotated[
+        int | None, typer.Option(help="Read the tables as of this version (`freqscan history`).")
+    ] = None,
+    attach: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=DIR or NAME=DIR@VERSION (a version number, vN or a run id): another "
+            "output's views as NAME.frequencies, NAME.hits... (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Run DuckDB SQL over the output tables."""
     try:
-        result = run_query(out, sql, run)
-    except USER_ERRORS as exc:
+        result = run_query(out, sql, _pinned_run(out, run, version), parse_attach(attach or []))
+    except (*USER_ERRORS, AttachError) as exc:
         _fail(exc)
     except duckdb.Error as exc:
         _fail(f"query failed: {exc}")
@@ -407,10 +449,14 @@ def show(
     concept: Annotated[str, typer.Argument(help="Concept name (case-insensitive if unambiguous).")],
     examples: Annotated[int, typer.Option(help="Example captions to print.")] = 5,
     run: Annotated[str | None, typer.Option(help="Read the tables as of this run id.")] = None,
+    version: Annotated[
+        int | None, typer.Option(help="Read the tables as of this version (`freqscan history`).")
+    ] = None,
 ) -> None:
     """Print one concept's counts and example captions."""
     try:
-        con = connect(out, run)  # one snapshot for the counts and the examples
+        # One snapshot for the counts and the examples.
+        con = connect(out, _pinned_run(out, run, version))
     except USER_ERRORS as exc:
         _fail(exc)
     rows = (
@@ -471,6 +517,270 @@ def rethreshold(
     for name, n in summary.top_integrated:
         top.add_row(name, f"{n:,}")
     console.print(top)
+
+
+@app.command()
+def recount(
+    out: Annotated[str, typer.Argument(help="Output directory of a count.")],
+    input: Annotated[
+        list[str] | None,
+        typer.Option(help="Shards now (repeatable). Default: the input the current run counted."),
+    ] = None,
+    concepts: Annotated[
+        str | None, typer.Option(help="Concept file. Default: the current run's.")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Text search method. Default: the current run's.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the plan (added, changed, removed, work) and stop.")
+    ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(help="Read every shard again (needed when the configuration changed)."),
+    ] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Reader actors (default: all CPUs).")] = None,
+) -> None:
+    """Count the input as it is now, reading only shards added or changed since the current run.
+
+    Removed shards drop out; the new counts are committed as a new version (kind `recount`) and
+    equal a fresh count. Nothing changed: nothing is committed. Idempotent, safe to schedule.
+    """
+    overrides = {
+        key: value
+        for key, value in {
+            "source.input": tuple(input) if input else None,
+            "concepts": concepts,
+            "text.method": method,
+            "runtime.address": address or os.environ.get("RAY_ADDRESS"),
+            "runtime.num_workers": workers,
+        }.items()
+        if value is not None
+    }
+    from freqscan.recount import recount as recount_output
+
+    result = _with_progress(
+        lambda progress: recount_output(
+            out, overrides, dry_run=dry_run, full=full, progress=progress
+        )
+    )
+    plan = result.plan
+    estimate = f", about {plan.estimated_seconds:,.0f} s" if plan.estimated_seconds else ""
+    console.print(
+        f"recount against run {plan.parent_run_id}: added {len(plan.added)}, changed "
+        f"{len(plan.changed)}, removed {len(plan.removed)}, unchanged {len(plan.unchanged)}; "
+        f"to read {len(plan.to_read)} shards, {plan.bytes_to_read:,} bytes{estimate}",
+        highlight=False,
+    )
+    for label, paths in (
+        ("added", [s.path for s in plan.added]),
+        ("changed", [s.path for s in plan.changed]),
+        ("removed", list(plan.removed)),
+    ):
+        for path in paths[:10]:
+            console.print(f"  {label}: {escape(path)}", highlight=False, soft_wrap=True)
+        if len(paths) > 10:
+            console.print(f"  ... {len(paths) - 10:,} more {label}")
+    for difference in result.differences:
+        console.print(f"  configuration: {escape(difference)}", highlight=False, soft_wrap=True)
+    if result.summary is None:
+        console.print(
+            "dry run: nothing committed"
+            if dry_run
+            else f"nothing changed since run {plan.parent_run_id}: no new version"
+        )
+        return
+    summary = result.summary
+    note = (
+        f"read {len(plan.to_read)} shards; {summary.shards_reused:,} unchanged shards kept their "
+        f"counts from run {plan.parent_run_id}"
+    )
+    _print_summary(summary, out, note)
+
+
+@app.command("add-concepts")
+def add_concepts(
+    out: Annotated[str, typer.Argument(help="Output directory of a count.")],
+    concepts: Annotated[
+        str, typer.Argument(help="Concept file (.txt, .csv, .json); counted ones are skipped.")
+    ],
+) -> None:
+    """Count new concepts from the stored caption keys: no shard is read, no caption parsed.
+
+    Commits a new version (kind `add-concepts`) whose frequencies and shard_counts are the current
+    run's plus the new concepts' text counts, as a count with both concept files would give.
+    """
+    from freqscan.add_concepts import add_concepts as add_to_output
+
+    summary = _with_progress(lambda progress: add_to_output(out, concepts, progress))
+    if summary.already_counted:
+        names = ", ".join(summary.already_counted[:10])
+        more = len(summary.already_counted) - 10
+        console.print(
+            f"already counted by run {summary.parent_run_id}, skipped: {escape(names)}"
+            + (f" and {more:,} more" if more > 0 else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+    if summary.run_id is None:
+        console.print(f"nothing new in {escape(concepts)}: nothing committed", highlight=False)
+        return
+    console.print(
+        f"[bold green]run {summary.run_id}[/] added {len(summary.added):,} concepts to run "
+        f"{summary.parent_run_id} from the caption keys of {summary.samples:,} samples in "
+        f"{summary.shards:,} shards in {summary.seconds:.1f}s (no shard read, no caption parsed); "
+        f"{summary.concepts:,} concepts now"
+    )
+    if summary.tagged:
+        console.print(
+            "image_count and integrated_count of the new concepts are NULL: their images were "
+            f"never scored. `freqscan recount {escape(out)} --full` tags them (reads every shard)."
+        )
+    console.print(
+        f"Updated in [bold]{summary.out}[/]: frequencies and shard_counts (+ the new concepts), "
+        "shards (text_hits); hits and caption_keys are unchanged, so hits lists no sample of the "
+        "new concepts (`freqscan show` prints no example captions for them); runs has the new "
+        f"run (kind add-concepts). The enlarged concept set, which `freqscan recount` uses: "
+        f"{escape(summary.concept_file or '')}",
+        soft_wrap=True,
+    )
+    top = Table("concept", "text_count", title="New concepts (text)")
+    for name, n in sorted(summary.added, key=lambda a: -a[1])[:20]:
+        top.add_row(escape(name), f"{n:,}")
+    console.print(top)
+    if len(summary.added) > 20:
+        console.print(f"... and {len(summary.added) - 20:,} more (all in frequencies)")
+
+
+@app.command()
+def history(
+    out: Annotated[str, typer.Argument(help="Output directory of a count.")],
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+) -> None:
+    """List the output's versions oldest first (every succeeded run, numbered) and failed runs."""
+    try:
+        runs = output_history(out)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    if csv_out:
+        _print_csv(runs)
+        return
+    rows = runs.to_pylist()
+    numbers = {r["run_id"]: r["version"] for r in rows if r["version"] is not None}
+    tagged = any(r["tagger"] for r in rows)
+    # Stacked cells, single-space gaps and the inputs under the table keep it narrow.
+    table = Table(
+        Column("#", no_wrap=True),
+        Column("run_id\nfinished (UTC)", no_wrap=True),
+        Column("kind", no_wrap=True),
+        Column("dataset", no_wrap=True),
+        *(
+            Column(name, justify="right", no_wrap=True)
+            for name in ("shards\nok/total", "samples", "text\nhits", "concepts\nwith hits")
+        ),
+        *(
+            Column(name, justify="right", no_wrap=True)
+            for name in ("image\nhits", "integrated\nhits", "misalign-\nment")
+            if tagged
+        ),
+        title=f"Versions of {escape(out)}",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
+    )
+    for row in rows:
+        kind = row["kind"]
+        if row["tagger"]:
+            threshold = row["image_threshold"] or "per tag"  # None: RAM++ closed-set thresholds
+            kind += f"\n{row['tagger']} > {threshold}"
+        if row["version"] is None:  # failed: it committed nothing, so it is not a version
+            kind += f"\n{row['status']}"
+        if row["parent_run_id"] is not None:
+            kind += f"\nof v{numbers.get(row['parent_run_id'], row['parent_run_id'])}"
+        shards = f"{row['shards_ok']:,}/{row['shards_total']:,}"
+        if row["shards_failed"]:
+            shards += f"\n{row['shards_failed']:,} failed"
+        degree = row["misalignment_degree"]
+        image = (
+            _number(row["image_hits"]),
+            _number(row["integrated_hits"]),
+            "" if degree is None else f"{degree:.4f}",
+        )
+        table.add_row(
+            "" if row["version"] is None else str(row["version"]),
+            f"{row['run_id']}\n[dim]{row['finished_at']:%Y-%m-%d %H:%M:%S}[/]",
+            kind,
+            escape(row["dataset"] or ""),
+            shards,
+            _number(row["samples_counted"]),
+            _number(row["text_hits"]),
+            _number(row["concepts_with_hits"]),
+            *(image if tagged else ()),
+            style="red" if row["version"] is None else None,
+        )
+    console.print(table)
+    console.print("input:")
+    for row in rows:
+        label = row["run_id"] if row["version"] is None else row["version"]
+        console.print(f"  {label}  {escape(row['input'] or '')}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def diff(
+    out: Annotated[str, typer.Argument(help="Output directory of a count.")],
+    from_version: Annotated[
+        str,
+        typer.Option(
+            "--from", help="Older version: number (`freqscan history`), run id, latest, previous."
+        ),
+    ] = PREVIOUS,
+    to_version: Annotated[str, typer.Option("--to", help="Newer version, as --from.")] = LATEST,
+    by: Annotated[
+        str, typer.Option(help=f"The count compared: {', '.join(COUNT_COLUMNS)}.")
+    ] = "text",
+    top: Annotated[int, typer.Option(min=1, help="Concepts to list, largest change first.")] = 20,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+) -> None:
+    """The concepts whose counts moved most between two versions of an output."""
+    try:
+        result = diff_versions(out, from_version, to_version, by, top)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    header = (
+        f"{result.column}: {result.old.describe()} -> {result.new.describe()}: "
+        f"{result.changed:,} concepts changed, {result.added:,} new, {result.removed:,} removed"
+    )
+    if csv_out:
+        err.print(escape(header), highlight=False, soft_wrap=True)  # stdout stays plain CSV
+        _print_csv(result.changes)
+        return
+    console.print(escape(header), highlight=False, soft_wrap=True)
+    table = Table("concept", "status", "old", "new", "change", "relative")
+    for row in result.changes.to_pylist():
+        relative = row["relative_change"]
+        table.add_row(
+            escape(row["concept"]),
+            row["status"],
+            _number(row["old"]),
+            _number(row["new"]),
+            f"{row['change']:+,}",
+            "" if relative is None else f"{relative:+.1%}",
+        )
+    console.print(table)
+
+
+def _pinned_run(out: str, run: str | None, version: int | None) -> str | None:
+    """The run id that --run or --version names; None: the latest."""
+    if run is not None and version is not None:
+        _fail("--run and --version both choose what to read: pass one of them")
+    return resolve_version(out, str(version)).run_id if version is not None else run
+
+
+def _number(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
 
 
 def _find_concept(rows: list[dict], name: str) -> dict:

@@ -206,4 +206,14 @@ def _run_row(
         "misalignment_degree": degree,
         "config": json.dumps(config.to_dict(), sort_keys=True),
         "table_versions": json.dumps(versions, sort_keys=True),
+        "fingerprint": _with_threshold(parent.get("fingerprint"), threshold),
     }
+
+
+def _with_threshold(fingerprint: str | None, threshold: float) -> str | None:
+    """The parent's run fingerprint at the new threshold: what a count at it would record."""
+    if fingerprint is None:
+        return None
+    counted = json.loads(fingerprint)
+    counted["image"]["threshold"] = threshold
+    return json.dumps(counted, sort_keys=True)

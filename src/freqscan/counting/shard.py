@@ -11,6 +11,10 @@ A read that fails transiently (the object briefly missing, a store error) is ret
 shard's start after a backoff, unless the object changed since it was listed. A retry yields
 only rows whose key no earlier read yielded and accounts for the samples afresh, so a shard read
 in several attempts yields and counts exactly what one undisturbed read would.
+
+Every counted sample's caption keys are kept too (also afresh per read) and, once the shard's
+last read succeeded, written as one file (schema :data:`~freqscan.tables.schemas.CAPTION_KEYS`)
+announced in the outcome, so that concepts added later are counted without parsing again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -40,8 +44,9 @@ from freqscan.records import (
 )
 from freqscan.sources import read_shard
 from freqscan.sources.files import changed_since_listing
-from freqscan.tables.schemas import HITS
-from freqscan.text.keys import has_html
+from freqscan.tables.schemas import CAPTION_KEYS, HITS
+from freqscan.tables.store import DataFile
+from freqscan.text.keys import CaptionKeys, has_html
 
 # Samples per yielded chunk. Text-only rows are small; image rows carry size*size*3 bytes each
 # (442 kB at 384 px), so 128 of them make a ~57 MB block, under Ray Data's 128 MB target.
@@ -54,7 +59,10 @@ MAX_BACKOFF_S = 30.0
 # outage do not all retry at the same moment.
 BACKOFF_JITTER = 0.1
 
-Search = Callable[[Sequence[str]], list[list[int]]]
+# Captions -> per caption, the sorted concept ids it counts for and its keys.
+Search = Callable[[Sequence[str]], list[tuple[list[int], CaptionKeys]]]
+# Writes a shard's caption keys (schema CAPTION_KEYS) where the driver can commit them.
+WriteKeys = Callable[[pa.Table], DataFile]
 
 # What the first stage yields. `image` holds the resized uint8 pixels (None: no usable image);
 # the tagging stage replaces it by `image_concept_ids` / `image_scores` (scores >= the floor).
@@ -78,6 +86,8 @@ class ShardOutcome:
         error_reason: Short reason of a failure (``truncated_tar``...), else ``None``.
         error: The failure's message, else ``None``.
         read_attempts: Reads of the shard made (more than 1 after transient failures).
+        caption_keys: The shard's caption keys file, written by the reader; ``None`` when it
+            failed or its reader keeps no keys.
     """
 
     shard: str
@@ -89,6 +99,7 @@ class ShardOutcome:
     error_reason: str | None = None
     error: str | None = None
     read_attempts: int = 1
+    caption_keys: DataFile | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -105,6 +116,7 @@ class ShardOutcome:
                 "error_reason": self.error_reason,
                 "error": self.error,
                 "read_attempts": self.read_attempts,
+                "caption_keys": asdict(self.caption_keys) if self.caption_keys else None,
             }
         )
 
@@ -124,6 +136,7 @@ class ShardOutcome:
             d["error_reason"],
             d["error"],
             d["read_attempts"],
+            DataFile(**d["caption_keys"]) if d.get("caption_keys") else None,
         )
 
 
@@ -135,6 +148,7 @@ def read_shard_rows(
     retries: int = 3,
     backoff_s: float = 1.0,
     sleep: Callable[[float], object] = time.sleep,
+    write_keys: WriteKeys | None = None,
 ) -> Iterator[pa.Table]:
     """Yield a shard's sample rows in chunks, then its outcome row.
 
@@ -144,19 +158,23 @@ def read_shard_rows(
     Args:
         shard: The shard to read, with the fingerprint it was listed with.
         source: How to read it.
-        search: Maps a list of captions to the sorted concept ids each one counts for.
+        search: Maps a list of captions to the sorted concept ids each one counts for, and its
+            keys.
         image: The tagger's preprocessing, or ``None`` when the run tags no images.
         retries: Reads after the first one when a read fails transiently
             (:data:`freqscan.records.TRANSIENT_READ_REASONS`); 0 retries nothing.
         backoff_s: Seconds before the first retry, doubling per retry (at most
             :data:`MAX_BACKOFF_S`, shortened by up to :data:`BACKOFF_JITTER` at random).
         sleep: Waits the given seconds (tests record the delays instead).
+        write_keys: Writes the caption keys of every counted sample once the shard was read to
+            its end; its file goes into the outcome. ``None`` keeps no keys.
     """
     outcome = ShardOutcome(shard.path)
     yielded: set[str] = set()  # keys of the rows yielded by every read so far
+    keys: list[pa.Table] = []  # caption keys of the current read's counted samples
     for attempt in itertools.count(1):
         outcome.read_attempts = attempt
-        error = yield from _read_once(shard, source, search, image, outcome, yielded)
+        error = yield from _read_once(shard, source, search, image, outcome, yielded, keys)
         if error is None or not error.transient:
             break
         if attempt > retries:
@@ -177,6 +195,8 @@ def read_shard_rows(
     if error is not None:
         outcome.status = SHARD_FAILED
         outcome.error_reason, outcome.error = error.reason, error.message
+    elif write_keys is not None:
+        outcome.caption_keys = write_keys(pa.concat_tables([CAPTION_KEYS.empty_table(), *keys]))
     outcome.rows = len(yielded)
     yield pa.Table.from_pylist(
         [{"shard": shard.path, "outcome": outcome.to_json()}], schema=SAMPLE_ROWS
@@ -190,18 +210,22 @@ def _read_once(
     image: ImageInput | None,
     outcome: ShardOutcome,
     yielded: set[str],
+    keys: list[pa.Table],
 ) -> Generator[pa.Table, None, ShardReadError | None]:
     """Read the shard from its start, yielding rows whose key is not in ``yielded`` yet.
 
-    Returns the error that ended the read early, else ``None``.
+    Collects every counted sample's caption keys into ``keys``. Returns the error that ended the
+    read early, else ``None``.
     """
-    # Every read sees the shard's samples from the first one: its accounting starts over.
+    # Every read sees the shard's samples from the first one: its accounting (and its caption
+    # keys) starts over.
     outcome.stats, outcome.images_decoded, outcome.images_skipped = ShardStats(), 0, Counter()
+    keys.clear()
     samples = _usable(read_shard(shard, source, images=image is not None), outcome.stats)
     chunk_size = TEXT_CHUNK if image is None else IMAGE_CHUNK
     try:
         while chunk := list(itertools.islice(samples, chunk_size)):
-            table = _chunk_rows(shard.path, chunk, search, image, outcome, yielded)
+            table = _chunk_rows(shard.path, chunk, search, image, outcome, yielded, keys)
             if table.num_rows:
                 yield table
     except ShardReadError as exc:
@@ -227,12 +251,18 @@ def _chunk_rows(
     image: ImageInput | None,
     outcome: ShardOutcome,
     yielded: set[str],
+    keys: list[pa.Table],
 ) -> pa.Table:
-    """Rows of a chunk's samples with a hit, leaving out (and adding to) ``yielded`` keys."""
+    """Rows of a chunk's samples with a hit, leaving out (and adding to) ``yielded`` keys.
+
+    Appends the caption keys of every sample of the chunk to ``keys``.
+    """
     from freqscan.image.preprocess import decode_image  # PIL only where images are read
 
+    found = search([s.caption for s in chunk])
+    keys.append(_keys_table(shard, chunk, [k for _, k in found]))
     rows = []
-    for sample, ids in zip(chunk, search([s.caption for s in chunk]), strict=True):
+    for sample, (ids, _) in zip(chunk, found, strict=True):
         pixels = None
         if image is not None:
             if sample.image is None:
@@ -259,6 +289,19 @@ def _chunk_rows(
             }
         )
     return pa.Table.from_pylist(rows, schema=SAMPLE_ROWS)
+
+
+def _keys_table(shard: str, chunk: list[Sample], keys: list[CaptionKeys]) -> pa.Table:
+    # Sorted: a set's order changes from process to process, the file must not.
+    return pa.table(
+        {
+            "shard": [shard] * len(chunk),
+            "key": [s.key for s in chunk],
+            "nouns": [sorted(k.nouns) for k in keys],
+            "words": [sorted(k.words) for k in keys],
+        },
+        schema=CAPTION_KEYS,
+    )
 
 
 def _usable(samples: Iterable[Sample], stats: ShardStats) -> Iterator[Sample]:

@@ -15,13 +15,13 @@ the driver before the pool starts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -93,8 +93,9 @@ class RunSummary:
     images_skipped: Counter[str] = field(default_factory=Counter)
     misalignment_degree: float | None = None
     top_integrated: list[tuple[str, int]] = field(default_factory=list)
-    # Shards a resumed run took from the run it resumes instead of reading them again.
+    # Shards taken from an interrupted run (resume) or the parent run (recount), not read again.
     shards_reused: int = 0
+    method: str = ""
     status: str = RUN_SUCCEEDED
 
 
@@ -148,17 +149,59 @@ def run_concepts(config: CountConfig) -> ConceptSet:
     return load_concepts(config.concepts)
 
 
-def run_count(config: CountConfig, progress: Progress | None = None) -> RunSummary:
-    """Run a count end to end and commit its tables to ``config.out``.
-
-    Holds the output's writer lease throughout, so a second run on the same output is refused.
-    Re-running the command of a run that died resumes it: shards it finished are not read again.
+@dataclass
+class RunPlan:
+    """What the driver prepares and checks before any worker starts.
 
     Args:
-        config: The validated run configuration.
-        progress: Optional progress reporter.
+        config: The run's configuration.
+        concepts: Its concept set.
+        shards: The shards listed.
+        matcher: The concept matcher the workers use.
+        spacy_info: The spaCy pipeline's name and versions.
+        image: The tagging stage's plan, or ``None`` for a captions-only run.
     """
-    t0 = time.perf_counter()
+
+    config: CountConfig
+    concepts: ConceptSet
+    shards: list[ShardInfo]
+    matcher: ConceptMatcher
+    spacy_info: dict[str, str]
+    image: _ImagePlan | None
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything that decides the run's counts, as canonical JSON: equal fingerprints, equal
+        results.
+
+        Where and how wide it runs (``runtime``), where it writes (``out``) and when it counts as
+        failed do not change the counts, so a killed run may be resumed, or a recount started,
+        with other settings for those. Recorded in ``runs.fingerprint``.
+        """
+        counted = self.config.to_dict()
+        for irrelevant in ("runtime", "max_failed_shards", "out"):
+            counted.pop(irrelevant)
+        counted["concept_set_hash"] = self.concepts.content_hash
+        counted["spacy"] = self.spacy_info
+        counted["tagger_checkpoint_sha256"] = self.image.checkpoint_sha256 if self.image else None
+        return json.dumps(counted, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """Shards a run takes from a committed run instead of reading them (a recount).
+
+    Args:
+        parent_run_id: The committed run.
+        results: Shard path -> what that run counted for it.
+    """
+
+    parent_run_id: str
+    results: dict[str, ShardResult]
+
+
+def plan_run(config: CountConfig) -> RunPlan:
+    """List the shards and check everything that can be refused, before any worker starts."""
     concepts = run_concepts(config)
     shards = list_shards(config.source.input, config.source.format)
     check_source(shards, config.source)
@@ -167,29 +210,69 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
     spacy_info = pipeline_info(nlp)
     del nlp  # workers load their own; the driver only needed it to lemmatize concepts
     image = _plan_images(config.image, concepts) if config.image is not None else None
+    return RunPlan(config, concepts, shards, matcher, spacy_info, image)
 
+
+def run_count(config: CountConfig, progress: Progress | None = None) -> RunSummary:
+    """Run a count end to end and commit its tables to ``config.out``.
+
+    Args:
+        config: The validated run configuration.
+        progress: Optional progress reporter.
+    """
+    return execute(plan_run(config), progress)
+
+
+def execute(
+    plan: RunPlan,
+    progress: Progress | None = None,
+    reuse: Callable[[OutputStore], Reuse] | None = None,
+    kind: str = "count",
+) -> RunSummary:
+    """Count the planned shards and commit the tables as a new run of ``plan.config.out``.
+
+    Holds the output's writer lease throughout, so a second run on the same output is refused.
+    Re-running the command of a run that died resumes it: shards it finished are not read again.
+
+    Args:
+        plan: From :func:`plan_run`.
+        progress: Optional progress reporter.
+        reuse: Called once the lease is held; its shards are taken instead of read.
+        kind: Recorded in ``runs.kind``.
+    """
+    t0 = time.perf_counter()
+    config = plan.config
     # Taken once the run is known to be valid: a refused run leaves no trace in the output.
     store = OutputStore(config.out)
     with OutputLease.acquire(store.out, new_run_id()) as lease:
         ended = {r["run_id"] for r in store.runs().to_pylist()} if store.exists() else set()
-        fingerprint = run_fingerprint(config, concepts, spacy_info, image)
-        state = RunProgress.open(store.out, fingerprint, lease.holder, shards, ended)
+        state = RunProgress.open(store.out, plan.fingerprint, lease.holder, plan.shards, ended)
         if state.resumed:
             logger.warning(
                 "resuming run %s: %d of %d shards already done",
                 state.run_id,
                 len(state.finished),
-                len(shards),
+                len(plan.shards),
             )
-        todo = [s for s in shards if s.path not in state.finished]
+        reused = reuse(store) if reuse is not None else None
+        taken = {**(reused.results if reused else {}), **state.finished}
+        todo = [s for s in plan.shards if s.path not in taken]
         t_count = time.perf_counter()
-        results = dict(state.finished)
+        results = dict(taken)
         if todo:
-            results.update(_count_on_ray(config, concepts, todo, matcher, image, state, progress))
+            results.update(_count_on_ray(plan, todo, len(taken), state, progress))
         count_seconds = time.perf_counter() - t_count
-        done = [results[s.path] for s in shards]
+        done = [results[s.path] for s in plan.shards]
         lease.check()
-        summary = _commit(config, concepts, done, image, spacy_info, state, store)
+        summary = _commit(
+            plan,
+            done,
+            state,
+            store,
+            kind=kind,
+            parent_run_id=reused.parent_run_id if reused else None,
+            reused=len(taken),
+        )
         summary.seconds = time.perf_counter() - t0
         summary.count_seconds = count_seconds
         state.finish()
@@ -198,36 +281,17 @@ def run_count(config: CountConfig, progress: Progress | None = None) -> RunSumma
     return summary
 
 
-def run_fingerprint(
-    config: CountConfig,
-    concepts: ConceptSet,
-    spacy_info: dict[str, str],
-    image: _ImagePlan | None,
-) -> str:
-    """Hash of everything that decides a run's counts: equal fingerprints, equal results.
-
-    Where and how wide it runs (``runtime``) and when it counts as failed do not change the
-    counts, so a killed run may be resumed with other settings for those.
-    """
-    counted = config.to_dict()
-    for irrelevant in ("runtime", "max_failed_shards"):
-        counted.pop(irrelevant)
-    counted["concept_set_hash"] = concepts.content_hash
-    counted["spacy"] = spacy_info
-    counted["tagger_checkpoint_sha256"] = image.checkpoint_sha256 if image else None
-    return hashlib.sha256(json.dumps(counted, sort_keys=True).encode()).hexdigest()
-
-
 def _commit(
-    config: CountConfig,
-    concepts: ConceptSet,
+    plan: RunPlan,
     done: list[ShardResult],
-    image: _ImagePlan | None,
-    spacy_info: dict[str, str],
     state: RunProgress,
     store: OutputStore,
+    kind: str,
+    parent_run_id: str | None,
+    reused: int,
 ) -> RunSummary:
     """Write the run's tables and, last, its ``runs`` row (nothing but that row if it failed)."""
+    config, concepts, image, spacy_info = plan.config, plan.concepts, plan.image, plan.spacy_info
     run_id = state.run_id
     ok = [d for d in done if d.outcome.status == SHARD_OK]
     total = merge(d.tally for d in ok)
@@ -256,6 +320,9 @@ def _commit(
         per_shard = [(d.info.path, d.tally) for d in ok]
         versions = {
             "hits": store.commit_files("hits", [d.hits for d in ok if d.hits is not None]),
+            "caption_keys": store.commit_files(
+                "caption_keys", [d.caption_keys for d in ok if d.caption_keys is not None]
+            ),
             "shard_counts": store.replace(
                 "shard_counts", shard_counts_table(per_shard, image is not None, run_id)
             ),
@@ -291,7 +358,8 @@ def _commit(
         images_skipped=sum((d.outcome.images_skipped for d in ok), Counter()),
         misalignment_degree=misalignment_degree(total, samples_scanned) if image else None,
         top_integrated=top(total.integrated) if image else [],
-        shards_reused=len(state.finished),
+        shards_reused=reused,
+        method=config.text.method,
         status=RUN_FAILED if run_failed else RUN_SUCCEEDED,
     )
     store.append_run(
@@ -304,7 +372,10 @@ def _commit(
             image=image,
             text_and_image=total.text_and_image,
             misaligned=total.misaligned,
+            kind=kind,
+            parent_run_id=parent_run_id,
             status=summary.status,
+            fingerprint=plan.fingerprint,
         )
     )
     return summary
@@ -346,17 +417,16 @@ def _plan_images(config: ImageConfig, concepts: ConceptSet) -> _ImagePlan:
 
 
 def _count_on_ray(
-    config: CountConfig,
-    concepts: ConceptSet,
+    plan: RunPlan,
     shards: list[ShardInfo],
-    matcher: ConceptMatcher,
-    image: _ImagePlan | None,
+    already_done: int,
     state: RunProgress,
     progress: Progress | None,
 ) -> dict[str, ShardResult]:
     import ray
     import ray.data
 
+    config, concepts, matcher, image = plan.config, plan.concepts, plan.matcher, plan.image
     started_here = _connect(config.runtime)
     try:
         ctx = ray.data.DataContext.get_current()
@@ -383,6 +453,7 @@ def _count_on_ray(
                 "retry_backoff_s": config.runtime.retry_backoff_s,
                 "run_id": state.run_id,
                 "dataset": config.dataset_name,
+                "out": state.out,
             },
             batch_size=1,
             batch_format="pyarrow",
@@ -396,7 +467,7 @@ def _count_on_ray(
                 ds, image, concepts, tag_workers, gpus, state.run_id, config.dataset_name
             )
         if progress is not None:
-            progress.start(len(shards) + len(state.finished), done=len(state.finished))
+            progress.start(len(shards) + already_done, done=already_done)
         assembler = ShardAssembler(image.thresholds if image else None)
         by_path = {s.path: s for s in shards}
         done: dict[str, ShardResult] = {}
@@ -404,7 +475,13 @@ def _count_on_ray(
             for shard in assembler.add(batch):
                 # The hits file first, then the marker that says the shard is finished.
                 hits = _write_hits(state.out, state.run_id, shard)
-                result = ShardResult(by_path[shard.outcome.shard], shard.outcome, shard.tally, hits)
+                result = ShardResult(
+                    by_path[shard.outcome.shard],
+                    shard.outcome,
+                    shard.tally,
+                    hits,
+                    shard.outcome.caption_keys,
+                )
                 state.record(result)
                 done[result.info.path] = result
                 if progress is not None:
@@ -550,6 +627,7 @@ def run_row(
     kind: str = "count",
     parent_run_id: str | None = None,
     status: str = RUN_SUCCEEDED,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     thresholds = image.thresholds if image else None
     return {
@@ -588,4 +666,5 @@ def run_row(
         "config": json.dumps(config.to_dict(), sort_keys=True),
         "versions": json.dumps(_versions(spacy_info), sort_keys=True),
         "table_versions": json.dumps(summary.table_versions, sort_keys=True),
+        "fingerprint": fingerprint,
     }

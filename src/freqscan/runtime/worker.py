@@ -2,13 +2,15 @@
 
 One actor of the CPU pool loads spaCy once in ``__init__`` and then reads one shard per call,
 yielding its sample rows in chunks (so a 10,000-image shard never sits in memory whole) and the
-shard's outcome row last; see :func:`freqscan.counting.shard.read_shard_rows`. It exports the
-read stage's metrics (:class:`freqscan.runtime.metrics.ReadMetrics`).
+shard's outcome row last; see :func:`freqscan.counting.shard.read_shard_rows`. It writes each
+read shard's caption keys into ``OUT/caption_keys/`` itself (the driver only commits the file) and
+exports the read stage's metrics (:class:`freqscan.runtime.metrics.ReadMetrics`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 import pyarrow as pa
 
@@ -17,6 +19,7 @@ from freqscan.counting.shard import read_shard_rows
 from freqscan.image.input import ImageInput
 from freqscan.records import ShardInfo
 from freqscan.runtime.metrics import ReadMetrics
+from freqscan.tables.store import write_data_file
 from freqscan.text.matcher import ConceptMatcher
 from freqscan.text.searcher import TextSearcher
 
@@ -36,8 +39,9 @@ class ShardReadWorker:
         image: The tagger's preprocessing, or ``None`` when the run tags no images.
         read_retries: Retries of a shard after a transient storage failure.
         retry_backoff_s: First delay between those retries (doubling).
-        run_id: The run, a tag of every metric.
+        run_id: The run, a tag of every metric and part of the caption keys files' names.
         dataset: The dataset's name, a tag of every metric.
+        out: The output directory the caption keys files go to; ``None`` keeps no keys.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class ShardReadWorker:
         retry_backoff_s: float = 1.0,
         run_id: str = "",
         dataset: str = "",
+        out: str | None = None,
     ) -> None:
         self._source = source
         self._searcher = TextSearcher(text, matcher)
@@ -58,15 +63,32 @@ class ShardReadWorker:
         self._retries = read_retries
         self._backoff_s = retry_backoff_s
         self._metrics = ReadMetrics(run_id, dataset)
+        self._run_id = run_id
+        self._out = out
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        # Imported here: the pipeline imports this module. A shard's caption keys file is named
+        # like its hits file, so a retried shard overwrites its own.
+        from freqscan.runtime.pipeline import hits_filename
+
         for task in batch.to_pylist():
+            write_keys = (
+                partial(
+                    write_data_file,
+                    self._out,
+                    "caption_keys",
+                    hits_filename(self._run_id, task["path"]),
+                )
+                if self._out is not None
+                else None
+            )
             rows = read_shard_rows(
                 ShardInfo(**task),
                 self._source,
-                self._searcher.search,
+                self._searcher.search_with_keys,
                 self._image,
                 retries=self._retries,
                 backoff_s=self._backoff_s,
+                write_keys=write_keys,
             )
             yield from self._metrics.shard(rows)

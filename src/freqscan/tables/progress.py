@@ -5,7 +5,7 @@ Layout of ``OUT/_progress/<run_id>/``:
 - ``run.json``: the run's fingerprint (a hash of everything that decides its counts) and when it
   started;
 - ``shards/<shard_id>.json``: one per finished shard, written after the shard's hits file: the
-  shard as it was listed (path, size, mtime, etag), its outcome and its counts.
+  shard as it was listed (path, size, mtime, etag), its outcome, its counts and its files.
 
 The directory is removed once the run's ``runs`` row is committed. One left behind belongs to a
 run that died. A later run with the same fingerprint takes over its run id and its finished
@@ -42,12 +42,15 @@ class ShardResult:
         outcome: How reading it went.
         tally: Its counts (empty for a failed shard).
         hits: Its hits file, or ``None`` when it had no hits.
+        caption_keys: Its caption keys file (written by its reader), or ``None`` for a failed
+            shard or one counted before caption keys were kept.
     """
 
     info: ShardInfo
     outcome: ShardOutcome
     tally: ShardTally
     hits: DataFile | None
+    caption_keys: DataFile | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -56,6 +59,7 @@ class ShardResult:
                 "outcome": json.loads(self.outcome.to_json()),
                 "tally": tally_to_dict(self.tally),
                 "hits": asdict(self.hits) if self.hits else None,
+                "caption_keys": asdict(self.caption_keys) if self.caption_keys else None,
             }
         )
 
@@ -67,6 +71,7 @@ class ShardResult:
             ShardOutcome.from_json(json.dumps(d["outcome"])),
             tally_from_dict(d["tally"]),
             DataFile(**d["hits"]) if d["hits"] else None,
+            DataFile(**d["caption_keys"]) if d.get("caption_keys") else None,
         )
 
 
@@ -166,6 +171,8 @@ def _read_markers(fs: fsspec.AbstractFileSystem, path: str) -> list[ShardResult]
     if not fs.isdir(path):
         return []
     names = fs.ls(path, detail=False)
+    if not names:
+        return []
     results = []
     # One concurrent request batch on object stores, instead of a GET per shard in turn.
     for name, data in fs.cat(names, on_error="return").items():

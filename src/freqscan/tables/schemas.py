@@ -1,6 +1,7 @@
 """Arrow schemas of the output tables.
 
-Every row carries the ``run_id`` that wrote it, so rows of different runs never mix unnoticed.
+Every row carries the ``run_id`` that wrote it, so rows of different runs never mix unnoticed
+(``caption_keys``: its file name does).
 Image and integrated columns are NULL when a run tags no images.
 """
 
@@ -77,6 +78,18 @@ HITS = pa.schema(
     ]
 )
 
+# What text search needs to answer a concept added later (`freqscan add-concepts`): every counted
+# sample's caption keys (text/keys.py CaptionKeys), sorted. One file per shard, named like its
+# hits file (which has the run id), so rows carry no run_id.
+CAPTION_KEYS = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("key", pa.string()),
+        ("nouns", pa.list_(pa.string())),
+        ("words", pa.list_(pa.string())),
+    ]
+)
+
 SHARDS = pa.schema(
     [
         ("shard", pa.string()),
@@ -138,6 +151,8 @@ RUNS = pa.schema(
         ("config", pa.string()),
         ("versions", pa.string()),
         ("table_versions", pa.string()),
+        # Everything that decides the counts, as JSON (RunPlan.fingerprint); a recount compares it.
+        ("fingerprint", pa.string()),
     ]
 )
 
@@ -145,6 +160,7 @@ RUNS = pa.schema(
 # marker that makes a run's tables current (see tables/store.py).
 TABLES: dict[str, pa.Schema] = {
     "hits": HITS,
+    "caption_keys": CAPTION_KEYS,
     "shard_counts": SHARD_COUNTS,
     "shards": SHARDS,
     "frequencies": FREQUENCIES,

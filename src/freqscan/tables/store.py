@@ -122,6 +122,16 @@ class OutputStore:
             )
         return self._table(name).version()
 
+    def data_files(self, name: str, version: int) -> list[DataFile]:
+        """The Parquet files table ``name`` consists of at ``version``."""
+        actions = pa.table(self._table(name, version).get_add_actions(flatten=True))
+        return [
+            DataFile(a["path"], a["size_bytes"], a["modification_time"], a["num_records"])
+            for a in actions.select(
+                ["path", "size_bytes", "modification_time", "num_records"]
+            ).to_pylist()
+        ]
+
     def replace(self, name: str, data: pa.Table) -> int:
         """Replace table ``name`` with ``data`` in one commit; returns the new version."""
         uri = self.table_uri(name)
@@ -149,7 +159,9 @@ class OutputStore:
     def runs(self) -> pa.Table:
         if not self.exists():
             raise OutputError(f"{self.out}: no freqscan output here (no runs table)")
-        return self._table("runs").to_pyarrow_table()
+        # One thread: pyarrow's scanner threads can outlive a CLI that exits right after this
+        # read and abort it (apache/arrow#34314).
+        return self._table("runs").to_pyarrow_dataset().to_table(use_threads=False)
 
     def current_run(self, run_id: str | None = None) -> dict[str, Any]:
         """The record of run ``run_id``, or of the latest succeeded run."""

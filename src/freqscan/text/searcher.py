@@ -1,21 +1,34 @@
-"""TextSearcher: captions -> matched concept ids, one instance per worker."""
+"""TextSearcher: captions -> matched concept ids (and the keys they matched by), one per worker."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from freqscan.text.keys import PAPER_POS, has_html, strip_html
+from freqscan.text.keys import PAPER_POS, CaptionKeys, has_html, strip_html
 from freqscan.text.pipeline import SpacyPipelineError, load_pipeline, pipeline_info
 
 if TYPE_CHECKING:
     from freqscan.config import TextConfig
     from freqscan.text.matcher import ConceptMatcher
 
+# A caption's matched concept ids and its keys.
+Found = tuple[tuple[int, ...], CaptionKeys]
+
 # What must agree between the pipeline the concept terms were computed with (on the driver) and
-# the one that parses captions (on a worker): a different model or spaCy gives other lemmas.
-_PIPELINE_IDENTITY = ("spacy_pipeline", "spacy_pipeline_version", "spacy_version")
+# the one that parsed captions (on a worker, or for stored keys): another model or spaCy gives
+# other lemmas.
+PIPELINE_IDENTITY = ("spacy_pipeline", "spacy_pipeline_version", "spacy_version")
+
+
+def pipeline_differences(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
+    """``key: expected vs actual`` for each :data:`PIPELINE_IDENTITY` entry that differs."""
+    return [
+        f"{k}: {expected.get(k)!r} vs {actual.get(k)!r}"
+        for k in PIPELINE_IDENTITY
+        if expected.get(k) != actual.get(k)
+    ]
 
 
 class TextSearcher:
@@ -46,11 +59,7 @@ class TextSearcher:
         self._matcher = matcher
         self._nlp = load_pipeline(config.spacy_model)
         self.info = pipeline_info(self._nlp)
-        differs = [
-            f"{k}: {matcher.pipeline.get(k)!r} vs {self.info[k]!r}"
-            for k in _PIPELINE_IDENTITY
-            if self.info[k] != matcher.pipeline.get(k)
-        ]
+        differs = pipeline_differences(matcher.pipeline, self.info)
         if differs:
             raise SpacyPipelineError(
                 "the matcher's concept terms were computed with another spaCy pipeline ("
@@ -64,7 +73,7 @@ class TextSearcher:
         self._noun_lemmatizer = (
             self._nlp.get_pipe("lemmatizer") if config.method == "paper" else None
         )
-        self._cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._cache: OrderedDict[str, Found] = OrderedDict()
         self.cache_hits = 0
         self.captions_parsed = 0
 
@@ -83,10 +92,21 @@ class TextSearcher:
         Returns:
             Per caption, in order, the sorted ids of the concepts it counts for.
         """
+        return [ids for ids, _ in self.search_with_keys(captions)]
+
+    def search_with_keys(self, captions: Sequence[str]) -> list[tuple[list[int], CaptionKeys]]:
+        """Match a batch of captions, also returning the keys each one was matched by.
+
+        The keys are what a concept added later needs (``freqscan add-concepts``), so the count
+        stores them instead of parsing the captions again.
+
+        Returns:
+            Per caption, in order, the sorted ids of the concepts it counts for and its keys.
+        """
         if self._config.caption_cache_size <= 0:
             # Cache off: every caption is parsed, repeats too (what the benchmark measures).
-            return [list(ids) for ids in self._parse(captions)]
-        results: list[tuple[int, ...]] = [()] * len(captions)
+            return [(list(ids), keys) for ids, keys in self._parse(captions)]
+        results: list[Found] = [((), CaptionKeys(frozenset()))] * len(captions)
         pending: dict[str, list[int]] = {}
         for i, caption in enumerate(captions):
             cached = self._cache.get(caption)
@@ -99,13 +119,13 @@ class TextSearcher:
                 self.cache_hits += 1
             else:
                 pending[caption] = [i]
-        for (caption, positions), ids in zip(pending.items(), self._parse(pending), strict=True):
-            self._remember(caption, ids)
+        for (caption, positions), found in zip(pending.items(), self._parse(pending), strict=True):
+            self._remember(caption, found)
             for i in positions:
-                results[i] = ids
-        return [list(ids) for ids in results]
+                results[i] = found
+        return [(list(ids), keys) for ids, keys in results]
 
-    def _parse(self, captions: Iterable[str]) -> Iterator[tuple[int, ...]]:
+    def _parse(self, captions: Iterable[str]) -> Iterator[Found]:
         skip = ["lemmatizer"] if self._noun_lemmatizer is not None else []
         docs = self._nlp.pipe(
             (self.prepare(c) for c in captions),
@@ -118,9 +138,10 @@ class TextSearcher:
                     if tok.pos_ in PAPER_POS and tok.lemma == 0:
                         tok.lemma_ = self._noun_lemmatizer.lemmatize(tok)[0]
             self.captions_parsed += 1
-            yield tuple(self._matcher.match_doc(doc))
+            keys = self._matcher.keys(doc)
+            yield tuple(self._matcher.match_keys(keys)), keys
 
-    def _remember(self, caption: str, ids: tuple[int, ...]) -> None:
-        self._cache[caption] = ids
+    def _remember(self, caption: str, found: Found) -> None:
+        self._cache[caption] = found
         if len(self._cache) > self._config.caption_cache_size:
             self._cache.popitem(last=False)
