@@ -3,6 +3,7 @@ equal a fresh count with both concept files; refusals are clean; caption keys su
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -18,12 +19,17 @@ from typer.testing import CliRunner
 import freqscan.counting.shard as shard_module
 from freqscan.cli import app
 from freqscan.concepts import load_concepts
-from freqscan.config import SourceConfig
+from freqscan.config import SourceConfig, TextConfig
 from freqscan.counting.shard import ShardOutcome, read_shard_rows
 from freqscan.query import run_query
 from freqscan.records import READ_STORAGE_ERROR, Sample, ShardInfo, ShardReadError
+from freqscan.recount import previous_results
+from freqscan.tables.progress import ShardResult
 from freqscan.tables.store import DataFile, OutputStore
 from freqscan.text.keys import CaptionKeys
+from freqscan.text.matcher import ConceptMatcher
+from freqscan.text.pipeline import load_pipeline
+from freqscan.text.searcher import TextSearcher
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.timeout(600)]
 
@@ -114,6 +120,22 @@ def test_adding_the_same_concepts_again_commits_nothing(added, files):
     assert runs(out) == before
 
 
+def test_resumed_runs_and_recounts_keep_the_caption_keys_files(added):
+    out, _, _ = added
+    store = OutputStore(str(out))
+    run = store.current_run()
+    rows = store.snapshot()["shards"].to_table().to_pylist()
+    shards = [ShardInfo(r["shard"], r["size"], r["mtime"], r["etag"]) for r in rows]
+    taken = previous_results(store, run, shards, grid=())  # what a recount takes over
+    committed = store.data_files("caption_keys", json.loads(run["table_versions"])["caption_keys"])
+    assert sorted(r.caption_keys.path for r in taken.values()) == sorted(f.path for f in committed)
+    for result in taken.values():  # a resumed run reads them back from its markers
+        again = ShardResult.from_json(result.to_json())
+        assert again.caption_keys == result.caption_keys
+        outcome = dataclasses.replace(result.outcome, caption_keys=result.caption_keys)
+        assert ShardOutcome.from_json(outcome.to_json()) == outcome
+
+
 def _copy_with_last_run(out: Path, tmp_path: Path, change) -> Path:
     """A copy of the output whose current run's row is changed by ``change``."""
     copy = tmp_path / "copy"
@@ -125,7 +147,7 @@ def _copy_with_last_run(out: Path, tmp_path: Path, change) -> Path:
     return copy
 
 
-def test_refused_when_the_installed_spacy_pipeline_differs(added, files, tmp_path):
+def test_refused_when_the_installed_spacy_pipeline_differs(added, tmp_path):
     def older_pipeline(run):
         versions = json.loads(run["versions"])
         versions["spacy_pipeline_version"] = "0.0.1"
@@ -133,9 +155,9 @@ def test_refused_when_the_installed_spacy_pipeline_differs(added, files, tmp_pat
 
     copy = _copy_with_last_run(added[0], tmp_path, older_pipeline)
     before = runs(copy)
-    a_copy = tmp_path / "more.txt"
-    a_copy.write_text("lighthouse\n")
-    refused = invoke("add-concepts", str(copy), str(a_copy), code=2)
+    more = tmp_path / "more.txt"
+    more.write_text("lighthouse\n")
+    refused = invoke("add-concepts", str(copy), str(more), code=2)
     assert "another spaCy pipeline" in refused and "'0.0.1'" in refused
     assert runs(copy) == before
 
@@ -189,6 +211,18 @@ def test_caption_keys_of_a_shard_read_in_two_attempts_are_one_undisturbed_reads(
     clean, _ = read()  # undisturbed
     assert retried.equals(clean) and retried.num_rows == 4999
     assert retried.column("words")[0].as_py() == ["0", "caption", "of"]
+
+
+def test_a_cached_caption_has_the_keys_of_a_fresh_parse(files):
+    concepts = load_concepts(str(files["a"]))
+    matcher = ConceptMatcher.build(concepts, load_pipeline(None), "normalized")
+    captions = ["Two Golden Retrievers on the beach", "a red t-shirt"]
+    captions.append(captions[0])
+    cached = TextSearcher(TextConfig(), matcher)
+    cached.search_with_keys(captions[:1])
+    parsed = TextSearcher(TextConfig(caption_cache_size=0), matcher).search_with_keys(captions)
+    assert cached.search_with_keys(captions) == parsed and cached.cache_hits == 2
+    assert "retriever" in parsed[0][1].nouns and "golden" in parsed[0][1].words
 
 
 def test_a_failed_shard_writes_no_caption_keys(tmp_path):

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 # A caption's matched concept ids and its keys.
 Found = tuple[tuple[int, ...], CaptionKeys]
+# How the cache keeps one: keys as tuples, about a third of the frozensets' memory (a full cache
+# holds 100,000 captions per worker); a hit makes the sets again.
+_Cached = tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]]
 
 # What must agree between the pipeline the concept terms were computed with (on the driver) and
 # the one that parsed captions (on a worker, or for stored keys): another model or spaCy gives
@@ -73,7 +76,7 @@ class TextSearcher:
         self._noun_lemmatizer = (
             self._nlp.get_pipe("lemmatizer") if config.method == "paper" else None
         )
-        self._cache: OrderedDict[str, Found] = OrderedDict()
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self.cache_hits = 0
         self.captions_parsed = 0
 
@@ -112,7 +115,8 @@ class TextSearcher:
             cached = self._cache.get(caption)
             if cached is not None:
                 self._cache.move_to_end(caption)
-                results[i] = cached
+                ids, nouns, words = cached
+                results[i] = ids, CaptionKeys(frozenset(nouns), frozenset(words))
                 self.cache_hits += 1
             elif caption in pending:
                 pending[caption].append(i)
@@ -142,6 +146,7 @@ class TextSearcher:
             yield tuple(self._matcher.match_keys(keys)), keys
 
     def _remember(self, caption: str, found: Found) -> None:
-        self._cache[caption] = found
+        ids, keys = found
+        self._cache[caption] = ids, tuple(keys.nouns), tuple(keys.words)
         if len(self._cache) > self._config.caption_cache_size:
             self._cache.popitem(last=False)
