@@ -566,7 +566,7 @@ def reader_stage(shards: list[Path], concepts_path: Path, spec: ImageInput) -> l
         searcher = TextSearcher(TextConfig(), matcher)  # fresh: an empty caption cache
         samples, wall, cpu = 0, time.perf_counter(), time.process_time()
         for info in infos:
-            *_, last = read_shard_rows(info, source, searcher.search_with_keys, image)
+            *_, last = read_shard_rows(info, source, searcher.search_samples, image)
             samples += json.loads(last.column("outcome")[0].as_py())["samples_read"]
         return samples, time.perf_counter() - wall, time.process_time() - cpu
 

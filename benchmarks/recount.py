@@ -13,40 +13,20 @@ process, after a warm-up count that pays for Ray worker start and imports:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freqscan.config import CountConfig, RuntimeConfig, SourceConfig, TextConfig
 from freqscan.recount import recount
 from freqscan.runtime.pipeline import run_count
 
-SAMPLE = Path(__file__).parents[1] / "src" / "freqscan" / "data" / "laion-sample"
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import emit, sample_shards, timed  # noqa: E402
 from tablekit import comparable_tables  # noqa: E402
-
-
-def make_shards(directory: Path, shards: int) -> pa.Table:
-    rows = pa.concat_tables(pq.read_table(p) for p in sorted(SAMPLE.glob("part-*.parquet")))
-    per = len(rows) // shards
-    directory.mkdir(parents=True)
-    for i in range(shards):
-        pq.write_table(rows.slice(i * per, per), directory / f"part-{i:05d}.parquet")
-    return rows
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -60,7 +40,7 @@ def main() -> None:
     ray.init(include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        rows = make_shards(root / "shards", args.shards)
+        rows = sample_shards(root / "shards", args.shards)
 
         def config(out: str) -> CountConfig:
             return CountConfig(
@@ -88,8 +68,6 @@ def main() -> None:
         assert comparable_tables(str(root / "out")) == comparable_tables(str(root / "fresh"))
 
     results = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "shards": args.shards,
         "changed_shards": changed,
         "full_count_s": round(full, 2),
@@ -99,9 +77,7 @@ def main() -> None:
         "recount_over_full": round(incremental / full, 3),
         "tables_equal_fresh_count": True,
     }
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

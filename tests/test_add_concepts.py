@@ -30,6 +30,7 @@ from freqscan.text.keys import CaptionKeys
 from freqscan.text.matcher import ConceptMatcher
 from freqscan.text.pipeline import load_pipeline
 from freqscan.text.searcher import TextSearcher
+from freqscan.text.stored import KEYS_MISSING, StoredKeysSearch
 
 pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.timeout(600)]
 
@@ -188,8 +189,9 @@ def test_caption_keys_of_a_shard_read_in_two_attempts_are_one_undisturbed_reads(
                 raise ShardReadError(READ_STORAGE_ERROR, "connection dropped")
             yield sample
 
-    def search(captions):
-        return [([], CaptionKeys(frozenset(c.split()[:2]), frozenset(c.split()))) for c in captions]
+    def search(samples):
+        words = [s.caption.split() for s in samples]
+        return [([], CaptionKeys(frozenset(w[:2]), frozenset(w))) for w in words]
 
     def read(**kwargs) -> tuple[pa.Table, ShardOutcome]:
         written = []
@@ -232,8 +234,8 @@ def test_a_failed_shard_writes_no_caption_keys(tmp_path):
     pq.write_table(table, tmp_path / "good.parquet")
     written = []
 
-    def search(captions):
-        return [([], CaptionKeys(frozenset())) for _ in captions]
+    def search(samples):
+        return [([], CaptionKeys(frozenset())) for _ in samples]
 
     def write_keys(table):
         written.append(table)
@@ -245,18 +247,78 @@ def test_a_failed_shard_writes_no_caption_keys(tmp_path):
     assert outcome.status == "failed" and outcome.caption_keys is None and not written
 
 
-def test_in_a_tagged_run_the_new_concepts_have_no_image_counts(tmp_path, laion_captions):
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory, laion_captions) -> dict:
+    """A tagged count (tiny RAM++ on CPU) of the first concepts of imagekit's, and the files."""
     pytest.importorskip("torch")
-    from imagekit import tagged_setup
+    from imagekit import CONCEPTS, tagged_setup
 
-    setup = tagged_setup(tmp_path, laion_captions)
+    root = tmp_path_factory.mktemp("tagged")
+    setup = tagged_setup(root, laion_captions)
+    names = list(CONCEPTS)
+    first, later = names[:7], ["dog", *names[7:]]  # "dog" is counted already
+    for name, chosen in (("a", first), ("b", later), ("ab", names)):
+        path = root / f"{name}.json"
+        path.write_text(json.dumps({c: CONCEPTS[c] for c in chosen}))
+        setup[name] = path
+    common = [a if a != str(setup["concepts"]) else str(setup["a"]) for a in setup["common"]]
+    setup["count_a"] = common
+    setup["out"] = root / "out"
+    invoke(*common, "--out", str(setup["out"]))
+    return setup
+
+
+def test_a_tagged_runs_new_concepts_are_tagged_and_equal_a_fresh_count(tagged, tmp_path):
     out = tmp_path / "out"
-    invoke(*setup["common"], "--out", str(out))
+    shutil.copytree(tagged["out"], out)
+    printed = invoke("add-concepts", str(out), str(tagged["b"]))
+    assert "captions matched from their stored keys (none parsed)" in printed, printed
+    fresh = tmp_path / "fresh"
+    fresh_args = [a if a != str(tagged["a"]) else str(tagged["ab"]) for a in tagged["count_a"]]
+    invoke(*fresh_args, "--out", str(fresh))
+
+    got, want = comparable_tables(out), comparable_tables(fresh)
+    for name in (*COMPARED, "hits"):  # hits too: the new concepts' samples are in it
+        assert got[name] == want[name], name
+    new = {r["concept"]: r for r in got["frequencies"]}
+    assert all(new[c]["image_count"] is not None for c in ("dress", "bag"))
+    assert sum(new[c]["image_count"] > 0 for c in ("dress", "bag")) >= 1
+
+    parent, run = runs(out)
+    reference = runs(fresh)[-1]
+    assert (run["kind"], run["parent_run_id"]) == ("add-concepts", parent["run_id"])
+    for column in ("concepts", "concept_set_hash", "text_hits", "text_and_image", "images_decoded"):
+        assert run[column] == reference[column], column
+    # The fingerprint is a fresh count's with the enlarged file: a recount has nothing to do.
+    plan = invoke("recount", str(out), "--dry-run")
+    assert "unchanged 2" in plan and "configuration:" not in plan
+    keys = OutputStore(str(out)).snapshot()["caption_keys"].to_table()
+    assert keys.num_rows == run["samples_counted"]
+
+
+def test_tagging_new_concepts_is_refused_when_the_input_changed(tagged, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(tagged["out"], out)
+    before = runs(out)
+    shards = tagged["root"] / "shards"
+    added = shards / "99999.tar"
+    shutil.copy(next(shards.glob("*.tar")), added)  # the copy's run counted the shards without it
+    try:
+        refused = invoke("add-concepts", str(out), str(tagged["b"]), code=2)
+    finally:
+        added.unlink()
+    assert "the input changed" in refused and "1 shards added" in refused, refused
+    assert "recount" in refused and runs(out) == before
+
+
+def test_with_text_only_a_tagged_runs_new_concepts_have_no_image_counts(tagged, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(tagged["out"], out)
     before = {r["concept"]: r for r in comparable_tables(out)["frequencies"]}
     more = tmp_path / "more.txt"
     more.write_text("dog\npuppy\nt-shirt\n")
-    printed = invoke("add-concepts", str(out), str(more))
-    assert "NULL" in printed and "recount" in printed
+    printed = invoke("add-concepts", str(out), str(more), "--text-only")
+    assert "NULL" in printed and "without it tags their images" in printed
 
     after = {r["concept"]: r for r in comparable_tables(out)["frequencies"]}
     new_hash = after["dog"]["concept_set_hash"]
@@ -272,3 +334,28 @@ def test_in_a_tagged_run_the_new_concepts_have_no_image_counts(tmp_path, laion_c
     # A recount would take these counts as a tagged count's: it must read every shard.
     refused = invoke("recount", str(out), "--dry-run", code=2)
     assert "concepts_without_image_counts: 2 -> None" in refused and "--full" in refused
+
+
+def test_stored_keys_give_the_rows_a_parse_gives_and_fail_a_shard_they_do_not_describe(
+    files, tmp_path
+):
+    matcher = ConceptMatcher.build(load_concepts(str(files["ab"])), load_pipeline(None), "paper")
+    shard = next(SAMPLE_DIR.glob("*.parquet"))
+    source = SourceConfig(input=(str(shard),), format="parquet")
+    info = ShardInfo(str(shard), shard.stat().st_size)
+    kept: list[pa.Table] = []
+
+    def keep(table: pa.Table) -> DataFile:
+        kept.append(table)
+        return DataFile("keys.parquet", 1, 0, table.num_rows)
+
+    searcher = TextSearcher(TextConfig("paper"), matcher)
+    parsed = list(read_shard_rows(info, source, searcher.search_samples, write_keys=keep))
+    stored = list(read_shard_rows(info, source, StoredKeysSearch(kept[0], matcher)))
+    assert pa.concat_tables(stored[:-1]).equals(pa.concat_tables(parsed[:-1]))
+    assert pa.concat_tables(parsed[:-1]).num_rows > 50  # captions with one of the concepts
+
+    *_, last = read_shard_rows(info, source, StoredKeysSearch(kept[0].slice(1), matcher))
+    outcome = ShardOutcome.from_json(last.column("outcome")[0].as_py())
+    assert (outcome.status, outcome.error_reason) == ("failed", KEYS_MISSING)
+    assert "no stored caption keys" in outcome.error

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from freqscan.cli import app
 from freqscan.config import ConfigError, RuntimeConfig, SourceConfig
 from freqscan.counting.shard import SAMPLE_ROWS, ShardOutcome, read_shard_rows
-from freqscan.records import SHARD_FAILED, SHARD_OK, ShardInfo, ShardReadError
+from freqscan.records import SHARD_FAILED, SHARD_OK, Sample, ShardInfo, ShardReadError
 from freqscan.sources import list_shards
 from freqscan.sources.files import changed_since_listing
 from freqscan.text.keys import CaptionKeys
@@ -34,11 +34,11 @@ from freqscan.text.keys import CaptionKeys
 SAMPLES = 5000  # over two TEXT_CHUNKs (2048)
 
 
-def search(captions: list[str]) -> list[tuple[list[int], CaptionKeys]]:
+def search(samples: list[Sample]) -> list[tuple[list[int], CaptionKeys]]:
     """Concept 1 in every caption with "dog", concept 2 with "cat"."""
     return [
-        ([i for i, word in ((1, "dog"), (2, "cat")) if word in c], CaptionKeys(frozenset()))
-        for c in captions
+        ([i for i, word in ((1, "dog"), (2, "cat")) if word in s.caption], CaptionKeys(frozenset()))
+        for s in samples
     ]
 
 

@@ -1,4 +1,4 @@
-"""Count new concepts without reading the shards again: ``freqscan add-concepts DIR FILE``.
+"""Count new concepts without parsing captions again: ``freqscan add-concepts DIR FILE``.
 
 A count keeps every counted sample's caption keys (the ``caption_keys`` table: what the spaCy
 parse of its caption offers concepts to match, :class:`~freqscan.text.keys.CaptionKeys`). A new
@@ -7,17 +7,26 @@ the same spaCy pipeline the captions were parsed with: the new concepts are matc
 stored keys one shard file at a time (memory bounded by one shard), tallied like a count tallies,
 and committed as a new run (``kind = add-concepts``) whose ``frequencies`` and ``shard_counts``
 are the parent's rows plus the new concepts' rows, exactly what a count with both concept sets
-gives. The new concepts' image and integrated counts are NULL: their images were never scored.
+gives. ``hits`` and ``caption_keys`` are the parent's: ``hits`` lists no sample for the new
+concepts (no example captions in ``freqscan show``).
 
-The enlarged concept set is written to ``OUT/_concepts/<run_id>.json`` and recorded as the run's
-concept file (``config.concepts``, ``runs.concept_set``), so ``freqscan recount DIR`` counts
-with it and recognises the run's configuration. ``hits`` and ``caption_keys`` are the parent's:
-``hits`` lists no sample for the new concepts (no example captions in ``freqscan show``).
+A tagged run's new concepts also need image scores, which only the images give: by default the
+shards are read again for their images alone and tagged with the enlarged concept set (the GPU
+stage) while each sample's text side comes from its stored keys (no spaCy parse), through the
+count pipeline itself (:func:`freqscan.runtime.pipeline.execute`, resumable like a count), so
+every table equals a fresh count's with the enlarged set, ``hits`` included. The input must be
+unchanged since the run (else ``freqscan recount`` first). ``--text-only`` skips the images: the
+new concepts' image and integrated counts are then NULL.
+
+The enlarged concept set is written to ``OUT/_concepts/<sha256 of the file>.json`` and recorded
+as the run's concept file (``config.concepts``, ``runs.concept_set``), so ``freqscan recount DIR``
+counts with it and recognises the run's configuration.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -31,11 +40,20 @@ import pyarrow.dataset as pads
 from freqscan.concepts import Concept, ConceptSet, ConceptSetError, load_concepts
 from freqscan.config import CountConfig
 from freqscan.counting.tally import ShardTally, tally
-from freqscan.rethreshold import _COUNT_COLUMNS
-from freqscan.runtime.pipeline import Progress, new_run_id, run_concepts
+from freqscan.records import SHARD_OK
+from freqscan.recount import plan_recount, previous_results
+from freqscan.runtime.pipeline import (
+    Progress,
+    Reuse,
+    RunSummary,
+    execute,
+    new_run_id,
+    plan_run,
+    run_concepts,
+)
 from freqscan.tables.build import frequencies_table, merge, shard_counts_table
 from freqscan.tables.lease import OutputLease
-from freqscan.tables.schemas import SHARDS
+from freqscan.tables.schemas import FREQUENCY_COUNT_COLUMNS, SHARDS
 from freqscan.tables.store import OutputError, OutputStore
 from freqscan.text.keys import CaptionKeys
 from freqscan.text.matcher import ConceptMatcher
@@ -64,7 +82,10 @@ class AddConceptsSummary:
         concepts: Concepts of the new run.
         shards: Shard files of caption keys matched.
         samples: Samples (caption keys) matched.
-        tagged: The parent tagged images; the new concepts' image counts are NULL.
+        tagged: The parent tagged images.
+        images: The new concepts' images were tagged (the shards read again); otherwise a tagged
+            run's new concepts have NULL image counts.
+        run: The summary of the tagging run, when ``images``.
         seconds: Wall time.
     """
 
@@ -78,11 +99,17 @@ class AddConceptsSummary:
     shards: int = 0
     samples: int = 0
     tagged: bool = False
+    images: bool = False
+    run: RunSummary | None = None
     seconds: float = 0.0
 
 
 def add_concepts(
-    out: str, concepts_file: str, progress: Progress | None = None
+    out: str,
+    concepts_file: str,
+    progress: Progress | None = None,
+    text_only: bool = False,
+    address: str | None = None,
 ) -> AddConceptsSummary:
     """Count the concepts of ``concepts_file`` the current run lacks, from its caption keys.
 
@@ -90,29 +117,43 @@ def add_concepts(
         out: The output directory.
         concepts_file: Concept file (txt, csv or json); concepts the run counts are skipped.
         progress: Optional progress reporter (one step per shard).
+        text_only: In a tagged run, do not tag the images: the new concepts' image counts are
+            NULL. A captions-only run reads no shard either way.
+        address: Ray cluster address for tagging; ``None`` starts Ray in-process.
 
     Raises:
         ConceptSetError: The concept file cannot be loaded.
-        AddConceptsRefusedError: The run kept no caption keys, or its concepts cannot be extended.
+        AddConceptsRefusedError: The run kept no caption keys, its concepts cannot be extended,
+            or (tagging) its input changed since.
         SpacyPipelineError: The installed spaCy pipeline is not the one the run parsed with.
         OutputBusyError: Another run is writing the output (it holds the writer lease).
+        RunFailedError: Tagging: a shard the run counted could not be read again.
     """
     t0 = time.perf_counter()
     wanted = load_concepts(concepts_file)
     store = OutputStore(out)
-    store.runs()  # refuses a directory with no output before the lease would create it
-    # Held from reading the parent until the new run's row is in: no other run writes between.
-    with OutputLease.acquire(store.out, new_run_id()) as lease:
-        summary = _add(store, lease, wanted, progress)
+    parent = store.current_run()  # refuses a directory with no output
+    config = CountConfig.from_dict(json.loads(parent["config"]))
+    if config.image is not None and not text_only:
+        # The count pipeline holds the lease; it checks the parent is still current under it.
+        summary = _add(store, parent, wanted, progress, lease=None, address=address)
+    else:
+        # Held from reading the parent until the new run's row is in: no other run writes between.
+        with OutputLease.acquire(store.out, new_run_id()) as lease:
+            summary = _add(store, store.current_run(), wanted, progress, lease=lease)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
 def _add(
-    store: OutputStore, lease: OutputLease, wanted: ConceptSet, progress: Progress | None
+    store: OutputStore,
+    parent: dict[str, Any],
+    wanted: ConceptSet,
+    progress: Progress | None,
+    lease: OutputLease | None,
+    address: str | None = None,
 ) -> AddConceptsSummary:
-    started = datetime.now(UTC)
-    parent = store.current_run()
+    """Add the new concepts: from the keys alone under ``lease``, else by tagging."""
     config = CountConfig.from_dict(json.loads(parent["config"]))
     snapshot = store.snapshot(parent["run_id"])
     counted = _counted_concepts(config, parent, snapshot["frequencies"].to_table())
@@ -123,29 +164,120 @@ def _add(
         run_id=None,
         added=[],
         already_counted=[c.name for c in wanted if c.name in known],
+        tagged=config.image is not None,
     )
     fresh = tuple(c for c in wanted if c.name not in known)
     if not fresh:
         return summary
     new = ConceptSet(fresh, wanted.source)
     _check_caption_keys(store, parent)
-    nlp = load_pipeline(config.text.spacy_model)
-    if differs := pipeline_differences(json.loads(parent["versions"]), pipeline_info(nlp)):
+    if lease is None:
+        return _add_by_tagging(store, parent, config, counted, new, summary, progress, address)
+    _check_pipeline(parent, pipeline_info(load_pipeline(config.text.spacy_model)))
+    return _add_from_keys(store, lease, parent, config, snapshot, counted, new, summary, progress)
+
+
+def _check_pipeline(parent: dict[str, Any], installed: dict[str, str]) -> None:
+    if differs := pipeline_differences(json.loads(parent["versions"]), installed):
         raise SpacyPipelineError(
             f"run {parent['run_id']} parsed its captions with another spaCy pipeline than the "
             f"installed one ({', '.join(differs)}); the new concepts' terms must be lemmatized "
             "by the same pipeline: install it, or count again"
         )
+
+
+def _add_by_tagging(
+    store: OutputStore,
+    parent: dict[str, Any],
+    config: CountConfig,
+    counted: ConceptSet,
+    new: ConceptSet,
+    summary: AddConceptsSummary,
+    progress: Progress | None,
+    address: str | None,
+) -> AddConceptsSummary:
+    """Count the enlarged set with the count pipeline: images tagged, captions from their keys.
+
+    The shards the run failed stay failed (a fresh count fails them too) and are not read; any
+    other shard that fails now fails the run, so no shard's counts are lost.
+    """
+    enlarged = _write_concepts((*counted, *new), store.out)
+    plan = plan_run(
+        dataclasses.replace(
+            config,
+            out=store.out,  # the recorded one may be a copy's original
+            concepts=enlarged.source,
+            max_failed_shards=parent["shards_failed"],
+            runtime=dataclasses.replace(config.runtime, address=address),
+        )
+    )
+    _check_pipeline(parent, plan.spacy_info)
+    rows = store.snapshot(parent["run_id"])["shards"].to_table().to_pylist()
+    # Whether a shard changed is what matters here, not whether the run failed it.
+    moved = plan_recount([r | {"status": SHARD_OK} for r in rows], plan.shards, parent)
+    if not moved.nothing_to_do:
+        raise AddConceptsRefusedError(
+            f"the input changed since run {parent['run_id']} ({len(moved.added)} shards added, "
+            f"{len(moved.changed)} changed, {len(moved.removed)} removed): its stored caption "
+            "keys no longer describe it; `freqscan recount` first, then add the concepts"
+        )
+    before = previous_results(store, parent, plan.shards, grid=())
+    keys_dir = store.table_uri("caption_keys")
+    plan = dataclasses.replace(
+        plan,
+        stored_keys={
+            path: f"{keys_dir}/{r.caption_keys.path}"
+            for path, r in before.items()
+            if r.caption_keys is not None
+        },
+    )
+
+    def failed_before(held: OutputStore) -> Reuse:
+        if held.current_run()["run_id"] != parent["run_id"]:
+            raise OutputError(
+                f"another run committed to {held.out} since run {parent['run_id']} was read; "
+                "add the concepts again"
+            )
+        return Reuse(
+            parent["run_id"],
+            {p: r for p, r in before.items() if r.outcome.status != SHARD_OK},
+        )
+
+    run = execute(plan, progress, reuse=failed_before, kind=KIND)
+    frequencies = store.snapshot(run.run_id)["frequencies"].to_table().to_pylist()
+    text = {r["concept"]: r["text_count"] for r in frequencies}
+    summary.run_id = run.run_id
+    summary.added = [(c.name, text[c.name]) for c in new]
+    summary.concept_file = enlarged.source
+    summary.concepts = len(enlarged)
+    summary.shards = run.shards_ok
+    summary.samples = run.samples_counted
+    summary.images = True
+    summary.run = run
+    return summary
+
+
+def _add_from_keys(
+    store: OutputStore,
+    lease: OutputLease,
+    parent: dict[str, Any],
+    config: CountConfig,
+    snapshot: dict[str, pads.Dataset],
+    counted: ConceptSet,
+    new: ConceptSet,
+    summary: AddConceptsSummary,
+    progress: Progress | None,
+) -> AddConceptsSummary:
+    """Match the new concepts against the stored keys and commit the parent's tables plus them."""
+    started = datetime.now(UTC)
+    nlp = load_pipeline(config.text.spacy_model)
     matcher = ConceptMatcher.build(new, nlp, config.text.method)
     del nlp  # only the concept terms needed it; the captions' keys are stored
 
     per_shard, samples = _match_stored_keys(snapshot["caption_keys"], matcher, progress)
     total = merge(per_shard.values())
-    enlarged = ConceptSet(
-        (*counted, *new), f"{store.out.rstrip('/')}/{CONCEPTS_DIR}/{lease.holder}.json"
-    )
     lease.check()
-    _write_concepts(enlarged)
+    enlarged = _write_concepts((*counted, *new), store.out)
     versions = _commit_tables(
         store, snapshot, parent, lease.holder, enlarged, new, per_shard, total
     )
@@ -179,7 +311,6 @@ def _add(
     summary.concepts = len(enlarged)
     summary.shards = parent["shards_ok"]
     summary.samples = samples
-    summary.tagged = config.image is not None
     return summary
 
 
@@ -198,7 +329,7 @@ def _commit_tables(
     old = snapshot["frequencies"].to_table()
     hash_and_run = {"concept_set_hash": enlarged.content_hash, "run_id": run_id}
     provenance = {
-        k: v for k, v in old.slice(0, 1).to_pylist()[0].items() if k not in _COUNT_COLUMNS
+        k: v for k, v in old.slice(0, 1).to_pylist()[0].items() if k not in FREQUENCY_COUNT_COLUMNS
     }
     # The new concepts' image columns are NULL (thresholds None), also in a tagged run.
     frequencies = frequencies_table(
@@ -299,15 +430,23 @@ def _match_stored_keys(
     return per_shard, samples
 
 
-def _write_concepts(concepts: ConceptSet) -> None:
-    """Write a concept set as a JSON file that :func:`load_concepts` reads back identically."""
+def _write_concepts(concepts: tuple[Concept, ...], out: str) -> ConceptSet:
+    """Write concepts, in order, as a JSON file that :func:`load_concepts` reads back identically.
+
+    Named by its content, so adding the same concepts again (a resumed tagging run) names the
+    same file and the run's configuration is the same.
+    """
     rows = [
         {"concept": c.name, "datasets": list(c.datasets), "descriptions": list(c.descriptions)}
         for c in concepts
     ]
-    fs, path = fsspec.core.url_to_fs(concepts.source)
+    data = json.dumps(rows, ensure_ascii=False).encode("utf-8")
+    name = hashlib.sha256(data).hexdigest()[:16]
+    written = ConceptSet(concepts, f"{out.rstrip('/')}/{CONCEPTS_DIR}/{name}.json")
+    fs, path = fsspec.core.url_to_fs(written.source)
     fs.makedirs(fs._parent(path), exist_ok=True)
-    fs.pipe_file(path, json.dumps(rows, ensure_ascii=False).encode("utf-8"))
+    fs.pipe_file(path, data)
+    return written
 
 
 def _with(table: pa.Table, values: dict[str, Any]) -> pa.Table:

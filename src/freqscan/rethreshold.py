@@ -31,22 +31,8 @@ from freqscan.tables.build import (
     shard_counts_table,
 )
 from freqscan.tables.lease import OutputLease
-from freqscan.tables.schemas import FREQUENCIES, SHARDS
+from freqscan.tables.schemas import FREQUENCIES, FREQUENCY_COUNT_COLUMNS, SHARDS
 from freqscan.tables.store import OutputError, OutputStore
-
-_COUNT_COLUMNS = {
-    "concept_id",
-    "concept",
-    "concept_datasets",
-    "text_count",
-    "image_count",
-    "integrated_count",
-    "image_counts",
-    "integrated_counts",
-    "samples_scanned",
-    "image_threshold",
-    "score_floor",
-}
 
 
 @dataclass
@@ -126,9 +112,9 @@ def _rethreshold(
     concepts = ConceptSet(
         tuple(Concept(r["concept"], tuple(r["concept_datasets"] or ())) for r in rows), "run"
     )
-    provenance = {k: rows[0][k] for k in FREQUENCIES.names if k not in _COUNT_COLUMNS and rows} | {
-        "run_id": new_id
-    }
+    provenance = {
+        k: rows[0][k] for k in FREQUENCIES.names if k not in FREQUENCY_COUNT_COLUMNS and rows
+    } | {"run_id": new_id}
     scanned = rows[0]["samples_scanned"] if rows else 0
 
     for s in shards:

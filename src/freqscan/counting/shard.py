@@ -59,8 +59,9 @@ MAX_BACKOFF_S = 30.0
 # outage do not all retry at the same moment.
 BACKOFF_JITTER = 0.1
 
-# Captions -> per caption, the sorted concept ids it counts for and its keys.
-Search = Callable[[Sequence[str]], list[tuple[list[int], CaptionKeys]]]
+# Samples -> per sample, the sorted concept ids its caption counts for and the caption's keys:
+# TextSearcher.search_samples parses the captions, StoredKeysSearch looks up stored keys.
+Search = Callable[[Sequence[Sample]], list[tuple[list[int], CaptionKeys]]]
 # Writes a shard's caption keys (schema CAPTION_KEYS) where the driver can commit them.
 WriteKeys = Callable[[pa.Table], DataFile]
 
@@ -158,8 +159,8 @@ def read_shard_rows(
     Args:
         shard: The shard to read, with the fingerprint it was listed with.
         source: How to read it.
-        search: Maps a list of captions to the sorted concept ids each one counts for, and its
-            keys.
+        search: Maps a list of samples to the sorted concept ids each one's caption counts for,
+            and the caption's keys.
         image: The tagger's preprocessing, or ``None`` when the run tags no images.
         retries: Reads after the first one when a read fails transiently
             (:data:`freqscan.records.TRANSIENT_READ_REASONS`); 0 retries nothing.
@@ -259,7 +260,7 @@ def _chunk_rows(
     """
     from freqscan.image.preprocess import decode_image  # PIL only where images are read
 
-    found = search([s.caption for s in chunk])
+    found = search(chunk)
     keys.append(_keys_table(shard, chunk, [k for _, k in found]))
     rows = []
     for sample, (ids, _) in zip(chunk, found, strict=True):

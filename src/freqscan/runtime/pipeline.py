@@ -160,6 +160,8 @@ class RunPlan:
         matcher: The concept matcher the workers use.
         spacy_info: The spaCy pipeline's name and versions.
         image: The tagging stage's plan, or ``None`` for a captions-only run.
+        stored_keys: Shard path -> URI of its stored caption keys, matched instead of parsing
+            its captions (add-concepts on a tagged run); ``None`` parses every caption.
     """
 
     config: CountConfig
@@ -168,6 +170,7 @@ class RunPlan:
     matcher: ConceptMatcher
     spacy_info: dict[str, str]
     image: _ImagePlan | None
+    stored_keys: dict[str, str] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -438,7 +441,17 @@ def _count_on_ray(
         # The tagging actors each hold a CPU (they feed their device); readers get the rest.
         workers = config.runtime.num_workers or max(1, cpus - tag_workers)
         workers = min(workers, len(shards))
-        tasks = [{"path": s.path, "size": s.size, "mtime": s.mtime, "etag": s.etag} for s in shards]
+        stored = plan.stored_keys
+        tasks = [
+            {
+                "path": s.path,
+                "size": s.size,
+                "mtime": s.mtime,
+                "etag": s.etag,
+                "caption_keys": stored[s.path] if stored is not None else None,
+            }
+            for s in shards
+        ]
         store_env = worker_env()
         # One block per shard, so the pool hands out shards one at a time.
         ds = ray.data.from_arrow([pa.Table.from_pylist([t], schema=SHARD_TASK) for t in tasks])
@@ -454,6 +467,7 @@ def _count_on_ray(
                 "run_id": state.run_id,
                 "dataset": config.dataset_name,
                 "out": state.out,
+                "stored_keys": stored is not None,
             },
             batch_size=1,
             batch_format="pyarrow",

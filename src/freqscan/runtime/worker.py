@@ -22,10 +22,18 @@ from freqscan.runtime.metrics import ReadMetrics
 from freqscan.tables.store import write_data_file
 from freqscan.text.matcher import ConceptMatcher
 from freqscan.text.searcher import TextSearcher
+from freqscan.text.stored import StoredKeysSearch
 
-# What the planner sends per shard.
+# What the planner sends per shard; `caption_keys` (add-concepts) is the URI of the shard's
+# stored caption keys, answered instead of parsing its captions.
 SHARD_TASK = pa.schema(
-    [("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()), ("etag", pa.string())]
+    [
+        ("path", pa.string()),
+        ("size", pa.int64()),
+        ("mtime", pa.float64()),
+        ("etag", pa.string()),
+        ("caption_keys", pa.string()),
+    ]
 )
 
 
@@ -42,6 +50,8 @@ class ShardReadWorker:
         run_id: The run, a tag of every metric and part of the caption keys files' names.
         dataset: The dataset's name, a tag of every metric.
         out: The output directory the caption keys files go to; ``None`` keeps no keys.
+        stored_keys: Every task names its shard's stored caption keys, matched instead of
+            parsing the captions: no spaCy is loaded.
     """
 
     def __init__(
@@ -56,9 +66,11 @@ class ShardReadWorker:
         run_id: str = "",
         dataset: str = "",
         out: str | None = None,
+        stored_keys: bool = False,
     ) -> None:
         self._source = source
-        self._searcher = TextSearcher(text, matcher)
+        self._matcher = matcher
+        self._searcher = None if stored_keys else TextSearcher(text, matcher)
         self._image = image
         self._retries = read_retries
         self._backoff_s = retry_backoff_s
@@ -72,6 +84,12 @@ class ShardReadWorker:
         from freqscan.runtime.pipeline import hits_filename
 
         for task in batch.to_pylist():
+            stored = task.pop("caption_keys", None)
+            search = (
+                self._searcher.search_samples
+                if self._searcher is not None
+                else StoredKeysSearch.open(stored, self._matcher)
+            )
             write_keys = (
                 partial(
                     write_data_file,
@@ -85,7 +103,7 @@ class ShardReadWorker:
             rows = read_shard_rows(
                 ShardInfo(**task),
                 self._source,
-                self._searcher.search_with_keys,
+                search,
                 self._image,
                 retries=self._retries,
                 backoff_s=self._backoff_s,

@@ -90,6 +90,24 @@ CAPTION_KEYS = pa.schema(
     ]
 )
 
+# The columns of a `frequencies` row that are counts (or what they were counted at); the others
+# are the run's provenance, the same on every row.
+FREQUENCY_COUNT_COLUMNS = frozenset(
+    {
+        "concept_id",
+        "concept",
+        "concept_datasets",
+        "text_count",
+        "image_count",
+        "integrated_count",
+        "image_counts",
+        "integrated_counts",
+        "samples_scanned",
+        "image_threshold",
+        "score_floor",
+    }
+)
+
 SHARDS = pa.schema(
     [
         ("shard", pa.string()),

@@ -11,6 +11,7 @@ from freqscan.text.pipeline import SpacyPipelineError, load_pipeline, pipeline_i
 
 if TYPE_CHECKING:
     from freqscan.config import TextConfig
+    from freqscan.records import Sample
     from freqscan.text.matcher import ConceptMatcher
 
 # A caption's matched concept ids and its keys.
@@ -96,6 +97,10 @@ class TextSearcher:
             Per caption, in order, the sorted ids of the concepts it counts for.
         """
         return [ids for ids, _ in self.search_with_keys(captions)]
+
+    def search_samples(self, samples: Sequence[Sample]) -> list[tuple[list[int], CaptionKeys]]:
+        """:meth:`search_with_keys` of the samples' captions (a reader's ``Search``)."""
+        return self.search_with_keys([s.caption for s in samples])
 
     def search_with_keys(self, captions: Sequence[str]) -> list[tuple[list[int], CaptionKeys]]:
         """Match a batch of captions, also returning the keys each one was matched by.
