@@ -13,14 +13,12 @@ missing), 1 when the run failed (more failed shards than allowed; nothing commit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
-from freqscan.cli import USER_ERRORS
+from _status import run_job
+
 from freqscan.recount import recount
-from freqscan.runtime.pipeline import RunFailedError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,19 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides["runtime.address"] = os.environ["RAY_ADDRESS"]
     if args.input:
         overrides["source.input"] = tuple(args.input)
-    t0 = time.perf_counter()
-    status: dict[str, object] = {"out": args.out}
-    try:
+
+    def work() -> dict[str, object]:
         result = recount(args.out, overrides, full=args.full)
-    except USER_ERRORS as exc:
-        status |= {"status": "refused", "error": str(exc)}
-        code = 2
-    except RunFailedError as exc:
-        status |= {"status": "failed", "run_id": exc.summary.run_id, "error": str(exc)}
-        code = 1
-    else:
         plan = result.plan
-        status |= {
+        return {
             "status": "unchanged" if result.summary is None else "updated",
             "parent_run_id": plan.parent_run_id,
             "run_id": result.summary.run_id if result.summary else None,
@@ -56,10 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             "removed": len(plan.removed),
             "unchanged": len(plan.unchanged),
         }
-        code = 0
-    status["seconds"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(status, sort_keys=True))
-    return code
+
+    return run_job("recount", work, out=args.out)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,15 @@ values checked are those that outlive the actors that recorded them.
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE_SHARDS, paused_shared_ray
+from conftest import SAMPLE_SHARDS
 from imagekit import tagged_setup
-from s3kit import free_port
+from metricskit import metrics_endpoint, samples
 from shardkit import truncate_file, write_caption_parquet
 from typer.testing import CliRunner
 
@@ -48,43 +47,21 @@ Snapshot = dict[tuple[str, frozenset[tuple[str, str]]], float]
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
     """A local Ray of this module's own, exporting metrics on a loopback port."""
-    import ray
-
-    try:  # the node agent's module that serves the endpoint; without it Ray exports nothing
-        import ray.dashboard.modules.reporter.reporter_agent  # noqa: F401
-    except ImportError as exc:
-        pytest.fail(f"Ray's metrics endpoint needs ray[default]: {exc}")
-    port = free_port()
-    with paused_shared_ray():
-        # "local": never join a cluster that another process on this machine started.
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            _metrics_export_port=port,
-        )
-        try:
-            yield f"http://127.0.0.1:{port}/metrics"
-        finally:
-            ray.shutdown()
+    with metrics_endpoint() as url:
+        yield url
 
 
 def scrape(url: str, run_id: str, dataset: str = DATASET) -> Snapshot:
     """The run's freqscan series, summed over the labels Ray adds (worker, node, ...)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     spec_tags = {t for spec in METRICS for t in spec.tags}
     listed = {n for spec in METRICS for n in spec.prometheus_names}
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
     out: Snapshot = defaultdict(float)
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if not s.name.startswith("ray_freqscan_") or s.labels.get("run_id") != run_id:
-                continue
-            assert s.name in listed and s.labels["dataset"] == dataset, s
-            tags = frozenset((k, v) for k, v in s.labels.items() if k in spec_tags | {"le"})
-            out[s.name, tags] += s.value
+    for s in samples(url):
+        if not s.name.startswith("ray_freqscan_") or s.labels.get("run_id") != run_id:
+            continue
+        assert s.name in listed and s.labels["dataset"] == dataset, s
+        tags = frozenset((k, v) for k, v in s.labels.items() if k in spec_tags | {"le"})
+        out[s.name, tags] += s.value
     return dict(out)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import csv
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -45,12 +45,14 @@ from freqscan.history import (
     resolve_version,
 )
 from freqscan.image.errors import ImageSetupError
+from freqscan.jobconfig import config_callback
 from freqscan.query import VIEWS, AttachError, concept_examples, connect, parse_attach, run_query
 from freqscan.sources.listing import InputError, list_shards
 from freqscan.tables.store import OutputError
 from freqscan.text.pipeline import SpacyPipelineError
 
 if TYPE_CHECKING:  # imported where used: Ray and torch load slowly, and --help needs neither
+    from freqscan.add_concepts import AddConceptsSummary
     from freqscan.runtime.pipeline import RunSummary
     from freqscan.runtime.progress import RichProgress
 
@@ -115,6 +117,17 @@ def _dataset_name(inputs: list[str]) -> str:
 
 @app.command()
 def count(
+    ctx: typer.Context,
+    config_file: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="YAML job config: keys are this command's option names (input, format, "
+            "method, tagger, threshold, tag_workers, ...). Flags given here override it.",
+            is_eager=True,
+            callback=config_callback,
+        ),
+    ] = None,
     input: Annotated[
         list[str] | None,
         typer.Option(
@@ -281,48 +294,10 @@ def count(
     """Count how often each concept appears in the captions (and images) of a dataset."""
     from freqscan.runtime.pipeline import run_count
 
-    inputs = input or [bundled_sample()]
+    # The parameters above declare the options; the config is built from ctx.params so that
+    # parse_count_args (jobs/count.py) builds exactly the same one without running the command.
     try:
-        config = CountConfig(
-            source=SourceConfig(
-                input=tuple(inputs),
-                format=format or _infer_format(inputs),
-                caption_column=caption_column,
-                url_column=url_column or None,
-                key_column=key_column,
-                max_caption_chars=max_caption_chars,
-            ),
-            out=out,
-            dataset_name=dataset_name or _dataset_name(inputs),
-            concepts=concepts,
-            text=TextConfig(method=method, spacy_model=spacy_model),
-            image=None
-            if tagger is None
-            else ImageConfig(
-                tagger=tagger,
-                checkpoint=checkpoint,
-                arch=rampp_arch,
-                description_mode=description_mode,
-                text_encoder=text_encoder,
-                text_encoder_pretrained=text_encoder_pretrained,
-                threshold=threshold,
-                score_floor=score_floor,
-                clip_center=clip_center,
-                clip_temperature=clip_temperature,
-                batch_size=image_batch_size,
-                precision=precision,
-                workers=tag_workers,
-                gpus_per_worker=gpus_per_tag_worker,
-                embedding_cache=embedding_cache,
-            ),
-            runtime=RuntimeConfig(
-                address=address or os.environ.get("RAY_ADDRESS"),
-                num_workers=workers,
-                read_retries=read_retries,
-                retry_backoff_s=retry_backoff,
-            ),
-            max_failed_shards=max_failed_shards,
-        )
+        config = count_config(ctx.params)
     except USER_ERRORS as exc:
         _fail(exc)
     summary = _with_progress(lambda progress: run_count(config, progress))
@@ -332,7 +307,76 @@ def count(
         if summary.shards_reused
         else None
     )
-    _print_summary(summary, out, note)
+    _print_summary(summary, config.out, note)
+
+
+def count_config(params: Mapping[str, Any]) -> CountConfig:
+    """The validated config of parsed ``count`` options (keyed by the command's parameter names).
+
+    Raises:
+        One of :data:`USER_ERRORS` when a value is invalid or the input has no shards.
+    """
+    inputs = list(params["input"] or ()) or [bundled_sample()]
+    tagger = params["tagger"]
+    return CountConfig(
+        source=SourceConfig(
+            input=tuple(inputs),
+            format=params["format"] or _infer_format(inputs),
+            caption_column=params["caption_column"],
+            url_column=params["url_column"] or None,
+            key_column=params["key_column"],
+            max_caption_chars=params["max_caption_chars"],
+        ),
+        out=params["out"],
+        dataset_name=params["dataset_name"] or _dataset_name(inputs),
+        concepts=params["concepts"],
+        text=TextConfig(method=params["method"], spacy_model=params["spacy_model"]),
+        image=None
+        if tagger is None
+        else ImageConfig(
+            tagger=tagger,
+            checkpoint=params["checkpoint"],
+            arch=params["rampp_arch"],
+            description_mode=params["description_mode"],
+            text_encoder=params["text_encoder"],
+            text_encoder_pretrained=params["text_encoder_pretrained"],
+            threshold=params["threshold"],
+            score_floor=params["score_floor"],
+            clip_center=params["clip_center"],
+            clip_temperature=params["clip_temperature"],
+            batch_size=params["image_batch_size"],
+            precision=params["precision"],
+            workers=params["tag_workers"],
+            gpus_per_worker=params["gpus_per_tag_worker"],
+            embedding_cache=params["embedding_cache"],
+        ),
+        runtime=RuntimeConfig(
+            address=params["address"] or os.environ.get("RAY_ADDRESS"),
+            num_workers=params["workers"],
+            read_retries=params["read_retries"],
+            retry_backoff_s=params["retry_backoff"],
+        ),
+        max_failed_shards=params["max_failed_shards"],
+    )
+
+
+def parse_count_args(args: Sequence[str]) -> CountConfig:
+    """Parse ``count`` flags (``--config`` included) into its config, as the CLI does, without
+    running the count; for job entry points that report the run themselves.
+
+    Raises:
+        One of :data:`USER_ERRORS`: a bad flag or config file (``ConfigError``), or see
+            :func:`count_config`.
+    """
+    command = typer.main.get_command(app).commands["count"]
+    try:
+        ctx = command.make_context("freqscan count", list(args))
+    except typer.TyperException as exc:  # what the CLI shows as a usage error (exit 2)
+        raise ConfigError(exc.format_message()) from None
+    except typer.Exit as exc:  # --help was printed: nothing to run
+        raise SystemExit(exc.exit_code) from None
+    with ctx:
+        return count_config(ctx.params)
 
 
 def _with_progress(job: Callable[[RichProgress], T]) -> T:
@@ -607,15 +651,34 @@ def add_concepts(
     concepts: Annotated[
         str, typer.Argument(help="Concept file (.txt, .csv, .json); counted ones are skipped.")
     ],
+    text_only: Annotated[
+        bool,
+        typer.Option(
+            help="Tagged run: do not tag images; the new concepts' image counts stay NULL."
+        ),
+    ] = False,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address for tagging (default: RAY_ADDRESS or local)."),
+    ] = None,
 ) -> None:
-    """Count new concepts from the stored caption keys: no shard is read, no caption parsed.
+    """Count new concepts from the stored caption keys: no caption is parsed again.
 
-    Commits a new version (kind `add-concepts`) whose frequencies and shard_counts are the current
-    run's plus the new concepts' text counts, as a count with both concept files would give.
+    Commits a new version (kind `add-concepts`) that equals a count with both concept files.
+    A captions-only run reads no shard. A tagged run's shards are read again for their images,
+    tagged with the enlarged concept set (the GPU stage), unless --text-only.
     """
     from freqscan.add_concepts import add_concepts as add_to_output
 
-    summary = _with_progress(lambda progress: add_to_output(out, concepts, progress))
+    summary = _with_progress(
+        lambda progress: add_to_output(
+            out,
+            concepts,
+            progress,
+            text_only=text_only,
+            address=address or os.environ.get("RAY_ADDRESS"),
+        )
+    )
     if summary.already_counted:
         names = ", ".join(summary.already_counted[:10])
         more = len(summary.already_counted) - 10
@@ -628,6 +691,16 @@ def add_concepts(
     if summary.run_id is None:
         console.print(f"nothing new in {escape(concepts)}: nothing committed", highlight=False)
         return
+    if summary.run is not None:
+        _print_summary(
+            summary.run,
+            out,
+            f"added {len(summary.added):,} concepts to run {summary.parent_run_id}: images "
+            f"tagged with all {summary.concepts:,} concepts, captions matched from their stored "
+            f"keys (none parsed); the enlarged concept set: {summary.concept_file}",
+        )
+        _print_added(out, summary)
+        return
     console.print(
         f"[bold green]run {summary.run_id}[/] added {len(summary.added):,} concepts to run "
         f"{summary.parent_run_id} from the caption keys of {summary.samples:,} samples in "
@@ -636,8 +709,9 @@ def add_concepts(
     )
     if summary.tagged:
         console.print(
-            "image_count and integrated_count of the new concepts are NULL: their images were "
-            f"never scored. `freqscan recount {escape(out)} --full` tags them (reads every shard)."
+            "--text-only: image_count and integrated_count of the new concepts are NULL; "
+            f"`freqscan add-concepts {escape(out)} FILE` without it tags their images.",
+            soft_wrap=True,
         )
     console.print(
         f"Updated in [bold]{summary.out}[/]: frequencies and shard_counts (+ the new concepts), "
@@ -647,12 +721,29 @@ def add_concepts(
         f"{escape(summary.concept_file or '')}",
         soft_wrap=True,
     )
-    top = Table("concept", "text_count", title="New concepts (text)")
-    for name, n in sorted(summary.added, key=lambda a: -a[1])[:20]:
-        top.add_row(escape(name), f"{n:,}")
+    _print_added(out, summary)
+
+
+def _print_added(out: str, summary: AddConceptsSummary) -> None:
+    """The new concepts' counts, most frequent in text first."""
+    import pyarrow.dataset as pads
+
+    from freqscan.tables.store import OutputStore
+
+    names = [name for name, _ in sorted(summary.added, key=lambda a: -a[1])][:20]
+    frequencies = OutputStore(out).snapshot(summary.run_id)["frequencies"]
+    picked = pads.field("concept").isin(pa.array(names, pa.string()))
+    rows = {r["concept"]: r for r in frequencies.to_table(filter=picked).to_pylist()}
+    columns = ("text_count", "image_count", "integrated_count")
+    top = Table("concept", *columns, title="New concepts")
+    for name in names:
+        top.add_row(
+            escape(name),
+            *("NULL" if rows[name][c] is None else f"{rows[name][c]:,}" for c in columns),
+        )
     console.print(top)
-    if len(summary.added) > 20:
-        console.print(f"... and {len(summary.added) - 20:,} more (all in frequencies)")
+    if len(summary.added) > len(names):
+        console.print(f"... and {len(summary.added) - len(names):,} more (all in frequencies)")
 
 
 @app.command()
