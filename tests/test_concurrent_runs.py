@@ -24,7 +24,7 @@ from freqscan.query import run_query
 from freqscan.rethreshold import rethreshold
 from freqscan.tables.lease import LEASE_DIR, OutputBusyError
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SHARDS = 2
 ROWS_PER_SHARD = 400

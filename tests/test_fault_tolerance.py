@@ -28,7 +28,7 @@ from freqscan.query import run_query
 from freqscan.runtime.pipeline import run_count
 from freqscan.tables.progress import PROGRESS_DIR
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SHARDS = 10
 ROWS_PER_SHARD = 500

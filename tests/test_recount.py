@@ -19,7 +19,7 @@ from freqscan.cli import app
 from freqscan.query import run_query
 from freqscan.tables.progress import PROGRESS_DIR
 
-pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local"), pytest.mark.timeout(600)]
 
 SHARDS = 6
 ROWS = 300

@@ -29,7 +29,7 @@ from freqscan.storage import delta_storage_options, worker_env
 ROWS_PER_SHARD = 300
 SHARDS = 4
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
