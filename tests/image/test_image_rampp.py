@@ -241,6 +241,34 @@ def test_checkpoint_round_trip(rampp_model, rampp_images, tmp_path):
     assert checkpoint_sha256(str(path)) == digest
 
 
+def test_a_checkpoint_url_is_fetched_once_per_version(
+    rampp_model, rampp_images, tmp_path, monkeypatch
+):
+    import fsspec
+
+    import freqscan.image.rampp_checkpoint as checkpoints
+
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_CACHE", tmp_path / "cache")
+    local = tmp_path / "rampp.pth"
+    save_upstream_checkpoint(rampp_model, local)
+    url = f"memory://{tmp_path.name}/models/rampp.pth"  # an object store, in this process
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file(url, local.read_bytes())
+    with torch.no_grad():
+        assert torch.equal(load_rampp(url, "tiny")(rampp_images), rampp_model(rampp_images))
+    assert checkpoint_sha256(url) == checkpoint_sha256(local)
+    cached = checkpoints.local_checkpoint(url)
+    assert cached.parent == tmp_path / "cache" and cached.name.endswith("-rampp.pth")
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # fetched once
+
+    fs.pipe_file(url, b"re-uploaded, not a checkpoint")  # a new version: fetched again
+    with pytest.raises(RampCheckpointError, match="weights_only=True"):
+        load_rampp(url, "tiny")
+    assert len(list(cached.parent.iterdir())) == 2
+    with pytest.raises(RampCheckpointError, match="not found"):
+        load_rampp(f"memory://{tmp_path.name}/models/absent.pth", "tiny")
+
+
 def test_released_checkpoint_quirks_load(rampp_model, rampp_images, tmp_path):
     """A bare state dict with logit_scale, without reweight_scale and the Swin buffers loads."""
     sd = to_upstream(rampp_model.state_dict(), TINY)

@@ -22,17 +22,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import pickle
+import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import fsspec
 import torch
 
 from freqscan.image.errors import ImageSetupError
 from freqscan.image.rampp import DEFAULT_REWEIGHT_SCALE, RamPlus, RamPlusArch, get_arch
 
 REAL_CHECKPOINT_NAME = "ram_plus_swin_large_14m.pth"
+# A checkpoint given as a URL (s3://, gs://, https://) is fetched once per machine into this
+# cache, keyed by the URL and the object's version: torch.load(mmap=True) needs a local file.
+CHECKPOINT_CACHE = Path.home() / ".cache" / "freqscan" / "checkpoints"
 
 _DOWNSAMPLE = re.compile(r"^visual_encoder\.layers\.(\d+)\.downsample\.")
 _SWIN_BUFFER = re.compile(
@@ -147,7 +151,8 @@ def read_checkpoint(
     """Read an upstream-layout RAM++ checkpoint and apply the transform (strict key check).
 
     Args:
-        path: A ``.pth`` holding ``{"model": state_dict, ...}`` or a bare state dict.
+        path: A ``.pth`` holding ``{"model": state_dict, ...}`` or a bare state dict; a local
+            path or an fsspec URL (fetched once per machine, :func:`local_checkpoint`).
         arch: Architecture (name or object) the checkpoint must match.
         map_location: Device for the tensors.
         mmap: Map the file instead of reading it (a cheap check of keys and shapes).
@@ -158,13 +163,12 @@ def read_checkpoint(
     """
     if isinstance(arch, str):
         arch = get_arch(arch)
-    path = Path(path)
-    if not path.is_file():
-        raise RampCheckpointError(f"RAM++ checkpoint not found: {path}")
+    path = local_checkpoint(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        # weights_only refuses arbitrary pickled objects; loading them would run their code.
+    except Exception as err:
+        # weights_only refuses arbitrary pickled objects (loading them would run their code);
+        # on junk bytes its unpickler fails with whatever it hits (IndexError, EOFError...).
         raise RampCheckpointError(
             f"{path} cannot be loaded with torch.load(weights_only=True): "
             f"{type(err).__name__}: {err}"
@@ -201,10 +205,36 @@ def load_rampp(
     return model.eval()
 
 
+def local_checkpoint(path: str | Path) -> Path:
+    """A local file holding the checkpoint: ``path`` itself, or a URL's cached copy.
+
+    Raises:
+        RampCheckpointError: the file or object does not exist.
+    """
+    text = str(path)
+    if "://" not in text:
+        local = Path(text)
+    else:
+        fs, remote = fsspec.core.url_to_fs(text)
+        if not fs.isfile(remote):
+            raise RampCheckpointError(f"RAM++ checkpoint not found: {text}")
+        key = hashlib.sha256(f"{text}\0{fs.ukey(remote)}".encode()).hexdigest()[:16]
+        local = CHECKPOINT_CACHE / f"{key}-{PurePosixPath(remote).name}"
+        if not local.is_file():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            partial = local.with_name(f"{local.name}.{os.getpid()}.partial")
+            fs.get_file(remote, str(partial))
+            # Atomic: the actors of one node fetching at once never read a half-written file.
+            partial.replace(local)
+    if not local.is_file():
+        raise RampCheckpointError(f"RAM++ checkpoint not found: {text}")
+    return local
+
+
 def checkpoint_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (checkpoints are ~1.3 GB)."""
+    """Hex SHA-256 of a checkpoint (local or URL), read in 1 MiB chunks (~1.3 GB)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(local_checkpoint(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
