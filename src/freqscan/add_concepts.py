@@ -172,8 +172,9 @@ def _add(
     new = ConceptSet(fresh, wanted.source)
     _check_caption_keys(store, parent)
     if lease is None:
-        return _add_by_tagging(store, parent, config, counted, new, summary, progress, address)
-    _check_pipeline(parent, pipeline_info(load_pipeline(config.text.spacy_model)))
+        return _add_by_tagging(
+            store, parent, config, snapshot, counted, new, summary, progress, address
+        )
     return _add_from_keys(store, lease, parent, config, snapshot, counted, new, summary, progress)
 
 
@@ -190,6 +191,7 @@ def _add_by_tagging(
     store: OutputStore,
     parent: dict[str, Any],
     config: CountConfig,
+    snapshot: dict[str, pads.Dataset],
     counted: ConceptSet,
     new: ConceptSet,
     summary: AddConceptsSummary,
@@ -212,7 +214,7 @@ def _add_by_tagging(
         )
     )
     _check_pipeline(parent, plan.spacy_info)
-    rows = store.snapshot(parent["run_id"])["shards"].to_table().to_pylist()
+    rows = snapshot["shards"].to_table().to_pylist()
     # Whether a shard changed is what matters here, not whether the run failed it.
     moved = plan_recount([r | {"status": SHARD_OK} for r in rows], plan.shards, parent)
     if not moved.nothing_to_do:
@@ -271,6 +273,7 @@ def _add_from_keys(
     """Match the new concepts against the stored keys and commit the parent's tables plus them."""
     started = datetime.now(UTC)
     nlp = load_pipeline(config.text.spacy_model)
+    _check_pipeline(parent, pipeline_info(nlp))
     matcher = ConceptMatcher.build(new, nlp, config.text.method)
     del nlp  # only the concept terms needed it; the captions' keys are stored
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
 import typer
 from rich import box
 from rich.console import Console
@@ -48,7 +49,7 @@ from freqscan.image.errors import ImageSetupError
 from freqscan.jobconfig import config_callback
 from freqscan.query import VIEWS, AttachError, concept_examples, connect, parse_attach, run_query
 from freqscan.sources.listing import InputError, list_shards
-from freqscan.tables.store import OutputError
+from freqscan.tables.store import OutputError, OutputStore
 from freqscan.text.pipeline import SpacyPipelineError
 
 if TYPE_CHECKING:  # imported where used: Ray and torch load slowly, and --help needs neither
@@ -726,10 +727,6 @@ def add_concepts(
 
 def _print_added(out: str, summary: AddConceptsSummary) -> None:
     """The new concepts' counts, most frequent in text first."""
-    import pyarrow.dataset as pads
-
-    from freqscan.tables.store import OutputStore
-
     names = [name for name, _ in sorted(summary.added, key=lambda a: -a[1])][:20]
     frequencies = OutputStore(out).snapshot(summary.run_id)["frequencies"]
     picked = pads.field("concept").isin(pa.array(names, pa.string()))
