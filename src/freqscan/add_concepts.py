@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -169,13 +170,54 @@ def _add(
     fresh = tuple(c for c in wanted if c.name not in known)
     if not fresh:
         return summary
-    new = ConceptSet(fresh, wanted.source)
     _check_caption_keys(store, parent)
+    adding = _Adding(
+        store, parent, config, snapshot, counted, ConceptSet(fresh, wanted.source), progress
+    )
     if lease is None:
-        return _add_by_tagging(
-            store, parent, config, snapshot, counted, new, summary, progress, address
-        )
-    return _add_from_keys(store, lease, parent, config, snapshot, counted, new, summary, progress)
+        return _add_by_tagging(adding, summary, address)
+    return _add_from_keys(adding, lease, summary)
+
+
+@dataclass(frozen=True)
+class _Adding:
+    """What both ways of adding concepts start from: the parent run as read, and the concepts.
+
+    Args:
+        store: The output.
+        parent: The current run's ``runs`` row.
+        config: Its configuration.
+        snapshot: Its tables.
+        counted: Its concepts.
+        new: The concepts to add.
+        progress: Optional progress reporter.
+    """
+
+    store: OutputStore
+    parent: dict[str, Any]
+    config: CountConfig
+    snapshot: dict[str, pads.Dataset]
+    counted: ConceptSet
+    new: ConceptSet
+    progress: Progress | None
+
+    def done(
+        self,
+        summary: AddConceptsSummary,
+        run_id: str,
+        text: Callable[[Concept], int],
+        enlarged: ConceptSet,
+        shards: int,
+        samples: int,
+    ) -> AddConceptsSummary:
+        """``summary`` completed with the committed run."""
+        summary.run_id = run_id
+        summary.added = [(c.name, text(c)) for c in self.new]
+        summary.concept_file = enlarged.source
+        summary.concepts = len(enlarged)
+        summary.shards = shards
+        summary.samples = samples
+        return summary
 
 
 def _check_pipeline(parent: dict[str, Any], installed: dict[str, str]) -> None:
@@ -188,22 +230,15 @@ def _check_pipeline(parent: dict[str, Any], installed: dict[str, str]) -> None:
 
 
 def _add_by_tagging(
-    store: OutputStore,
-    parent: dict[str, Any],
-    config: CountConfig,
-    snapshot: dict[str, pads.Dataset],
-    counted: ConceptSet,
-    new: ConceptSet,
-    summary: AddConceptsSummary,
-    progress: Progress | None,
-    address: str | None,
+    adding: _Adding, summary: AddConceptsSummary, address: str | None
 ) -> AddConceptsSummary:
     """Count the enlarged set with the count pipeline: images tagged, captions from their keys.
 
     The shards the run failed stay failed (a fresh count fails them too) and are not read; any
     other shard that fails now fails the run, so no shard's counts are lost.
     """
-    enlarged = _write_concepts((*counted, *new), store.out)
+    store, parent, config = adding.store, adding.parent, adding.config
+    enlarged = _write_concepts((*adding.counted, *adding.new), store.out)
     plan = plan_run(
         dataclasses.replace(
             config,
@@ -214,7 +249,7 @@ def _add_by_tagging(
         )
     )
     _check_pipeline(parent, plan.spacy_info)
-    rows = snapshot["shards"].to_table().to_pylist()
+    rows = adding.snapshot["shards"].to_table().to_pylist()
     # Whether a shard changed is what matters here, not whether the run failed it.
     moved = plan_recount([r | {"status": SHARD_OK} for r in rows], plan.shards, parent)
     if not moved.nothing_to_do:
@@ -245,42 +280,32 @@ def _add_by_tagging(
             {p: r for p, r in before.items() if r.outcome.status != SHARD_OK},
         )
 
-    run = execute(plan, progress, reuse=failed_before, kind=KIND)
+    run = execute(plan, progress=adding.progress, reuse=failed_before, kind=KIND)
     frequencies = store.snapshot(run.run_id)["frequencies"].to_table().to_pylist()
     text = {r["concept"]: r["text_count"] for r in frequencies}
-    summary.run_id = run.run_id
-    summary.added = [(c.name, text[c.name]) for c in new]
-    summary.concept_file = enlarged.source
-    summary.concepts = len(enlarged)
-    summary.shards = run.shards_ok
-    summary.samples = run.samples_counted
     summary.images = True
     summary.run = run
-    return summary
+    return adding.done(
+        summary, run.run_id, lambda c: text[c.name], enlarged, run.shards_ok, run.samples_counted
+    )
 
 
 def _add_from_keys(
-    store: OutputStore,
-    lease: OutputLease,
-    parent: dict[str, Any],
-    config: CountConfig,
-    snapshot: dict[str, pads.Dataset],
-    counted: ConceptSet,
-    new: ConceptSet,
-    summary: AddConceptsSummary,
-    progress: Progress | None,
+    adding: _Adding, lease: OutputLease, summary: AddConceptsSummary
 ) -> AddConceptsSummary:
     """Match the new concepts against the stored keys and commit the parent's tables plus them."""
+    store, parent, config = adding.store, adding.parent, adding.config
+    snapshot, new = adding.snapshot, adding.new
     started = datetime.now(UTC)
     nlp = load_pipeline(config.text.spacy_model)
     _check_pipeline(parent, pipeline_info(nlp))
     matcher = ConceptMatcher.build(new, nlp, config.text.method)
     del nlp  # only the concept terms needed it; the captions' keys are stored
 
-    per_shard, samples = _match_stored_keys(snapshot["caption_keys"], matcher, progress)
+    per_shard, samples = _match_stored_keys(snapshot["caption_keys"], matcher, adding.progress)
     total = merge(per_shard.values())
     lease.check()
-    enlarged = _write_concepts((*counted, *new), store.out)
+    enlarged = _write_concepts((*adding.counted, *new), store.out)
     versions = _commit_tables(
         store, snapshot, parent, lease.holder, enlarged, new, per_shard, total
     )
@@ -308,13 +333,9 @@ def _add_from_keys(
             ),
         }
     )
-    summary.run_id = lease.holder
-    summary.added = [(c.name, total.text[c.id]) for c in new]
-    summary.concept_file = enlarged.source
-    summary.concepts = len(enlarged)
-    summary.shards = parent["shards_ok"]
-    summary.samples = samples
-    return summary
+    return adding.done(
+        summary, lease.holder, lambda c: total.text[c.id], enlarged, parent["shards_ok"], samples
+    )
 
 
 def _commit_tables(
