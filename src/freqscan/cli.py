@@ -731,7 +731,9 @@ def _print_added(out: str, summary: AddConceptsSummary) -> None:
     frequencies = OutputStore(out).snapshot(summary.run_id)["frequencies"]
     picked = pads.field("concept").isin(pa.array(names, pa.string()))
     rows = {r["concept"]: r for r in frequencies.to_table(filter=picked).to_pylist()}
-    columns = ("text_count", "image_count", "integrated_count")
+    # A captions-only run has no image columns to show; a tagged one shows them (NULL when
+    # --text-only).
+    columns = ("text_count", "image_count", "integrated_count")[: 3 if summary.tagged else 1]
     top = Table("concept", *columns, title="New concepts")
     for name in names:
         top.add_row(
