@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -179,14 +180,14 @@ def test_a_corrupt_parquet_is_unreadable(tmp_path, damage):
     pq.write_table(pa.table({"TEXT": captions}), path, compression="none")
     size = path.stat().st_size
     if damage == "random bytes":
-        path.write_bytes(os.urandom(5000))
+        path.write_bytes(random.Random(0).randbytes(5000))
     elif damage == "empty file":
         truncate_file(path, 0)
     elif damage == "cut footer":
         truncate_file(path, size - 10)
     else:  # garble the data pages, keep the footer
         data = bytearray(path.read_bytes())
-        data[100:20_000] = os.urandom(19_900)
+        data[100:20_000] = random.Random(1).randbytes(19_900)
         path.write_bytes(bytes(data))
     config = SourceConfig(input=("unused",), url_column=None)
     with pytest.raises(ShardReadError) as exc:
