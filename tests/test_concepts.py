@@ -38,6 +38,17 @@ def test_content_hash_ignores_order_and_sees_descriptions():
 def test_txt_csv_json_files(tmp_path):
     (tmp_path / "c.txt").write_text("# benchmark\ndog\n\n  golden retriever \n")
     assert [c.name for c in load_concepts(str(tmp_path / "c.txt"))] == ["dog", "golden retriever"]
+    # The paper's Let-it-Wag list quotes each name; a lone or inner quote is part of it.
+    (tmp_path / "q.txt").write_text(
+        '"English_Setter"\n\'A310\'\n"dog\n\'s-Hertogenbosch\nthe "best" cat\n""\n'
+    )
+    assert [c.name for c in load_concepts(str(tmp_path / "q.txt"))] == [
+        "English_Setter",
+        "A310",
+        '"dog',
+        "'s-Hertogenbosch",
+        'the "best" cat',
+    ]
 
     (tmp_path / "c.csv").write_text("concept,datasets\nT-shirt,fashion;t2i\nApple,\n")
     got = load_concepts(str(tmp_path / "c.csv"))

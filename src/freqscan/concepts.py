@@ -150,9 +150,21 @@ def _checked_name(value: Any, where: str) -> str:
     return value.strip()
 
 
+def concept_lines(text: str) -> list[str]:
+    """Names from a one-per-line list: blank and ``#`` lines skipped, one pair of
+    enclosing quotes removed (the paper's Let-it-Wag list quotes every name)."""
+    names = []
+    for line in text.splitlines():
+        name = line.strip()
+        if len(name) >= 2 and name[0] == name[-1] and name[0] in "\"'":
+            name = name[1:-1].strip()
+        if name and not line.lstrip().startswith("#"):
+            names.append(name)
+    return names
+
+
 def _parse_txt(text: str, path: str) -> list[Concept]:
-    lines = (line.strip() for line in text.splitlines())
-    return [Concept(line) for line in lines if line and not line.startswith("#")]
+    return [Concept(name) for name in concept_lines(text)]
 
 
 def _parse_csv(text: str, path: str) -> list[Concept]:

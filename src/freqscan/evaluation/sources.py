@@ -31,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from freqscan.concepts import concept_lines
+
 
 class EvalInputError(ValueError):
     """An evaluation input is missing or not in a format the jobs read (a user error)."""
@@ -673,9 +675,4 @@ def read_concept_list(path: str) -> list[str]:
         if not rows or "concept" not in rows[0]:
             raise EvalInputError(f"{path}: needs a 'concept' column")
         return [r["concept"] for r in rows if r["concept"]]
-    names = []
-    for line in text.splitlines():
-        name = line.strip().strip('"').strip("'").strip()
-        if name:
-            names.append(name)
-    return names
+    return concept_lines(text)
