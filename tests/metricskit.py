@@ -4,7 +4,6 @@ reading that endpoint (tests/test_metrics.py, tests/test_dashboards.py)."""
 from __future__ import annotations
 
 import urllib.request
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -54,11 +53,3 @@ def samples(url: str) -> Iterator[Sample]:
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     for family in text_string_to_metric_families(text):
         yield from family.samples
-
-
-def label_names(url: str) -> dict[str, set[str]]:
-    """Each series name the endpoint serves now, with the label names seen on it."""
-    out: dict[str, set[str]] = defaultdict(set)
-    for s in samples(url):
-        out[s.name].update(s.labels)
-    return dict(out)

@@ -23,6 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import promql_parser
 import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE_SHARDS
-from metricskit import label_names, metrics_endpoint
+from metricskit import metrics_endpoint, samples
 
 from freqscan.config import CountConfig, SourceConfig
 from freqscan.runtime.metrics import METRICS, RAY_PREFIX
@@ -188,7 +189,16 @@ def merged(*sources: Exported) -> Exported:
     return dict(out)
 
 
-def observe(url: str, work: Future[object], wanted: set[str]) -> Exported:
+@dataclass
+class Observed:
+    """What a real Ray's endpoint showed during a count."""
+
+    exported: Exported
+    ray_data_tags: set[str]  # the ``dataset`` label values of Ray Data's series
+    run_id: str
+
+
+def observe(url: str, work: Future[Any], wanted: set[str]) -> Observed:
     """Every series the endpoint showed while ``work`` ran and until it shows ``wanted``, at
     most three report intervals after ``work`` is done.
 
@@ -199,15 +209,18 @@ def observe(url: str, work: Future[object], wanted: set[str]) -> Exported:
     freqscan's counters.
     """
     seen: Exported = defaultdict(set)
+    tags: set[str] = set()
     deadline = float("inf")
     while True:
-        for name, labels in label_names(url).items():
-            seen[name] |= labels
+        for sample in samples(url):
+            seen[sample.name] |= sample.labels.keys()
+            if sample.name.startswith("ray_data_") and "dataset" in sample.labels:
+                tags.add(sample.labels["dataset"])
         if work.done():
-            work.result()  # the count's own error, if any
+            summary = work.result()  # the count's own error, if any
             deadline = min(deadline, time.monotonic() + 3 * REPORT_INTERVAL_S)
             if wanted <= seen.keys() or time.monotonic() > deadline:
-                return dict(seen)
+                return Observed(dict(seen), tags, summary.run_id)
         time.sleep(1)
 
 
@@ -217,9 +230,9 @@ def dashboard() -> Dashboard:
 
 
 @pytest.fixture(scope="module")
-def exported(dashboard: Dashboard, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """What freqscan and Ray export: Ray's series as a real Ray serves them during a real count
-    (a shard of 200 LAION sample rows through Ray Data's actor pool)."""
+def observed(dashboard: Dashboard, tmp_path_factory: pytest.TempPathFactory) -> Observed:
+    """Ray's series as a real Ray serves them during a real count (a shard of 200 LAION sample
+    rows through Ray Data's actor pool), with freqscan's and the GPU gauges' definitions."""
     from freqscan.runtime.pipeline import run_count
 
     tmp = tmp_path_factory.mktemp("dash")
@@ -232,12 +245,45 @@ def exported(dashboard: Dashboard, tmp_path_factory: pytest.TempPathFactory) -> 
     freqscan, gpu = freqscan_exported(), gpu_exported()
     wanted = referenced_names(dashboard) - freqscan.keys() - gpu.keys()
     with metrics_endpoint(REPORT_INTERVAL_S) as url, ThreadPoolExecutor(1) as pool:
-        ray_seen = observe(url, pool.submit(run_count, config), wanted)
-    return merged(ray_seen, freqscan, gpu)
+        seen = observe(url, pool.submit(run_count, config), wanted)
+    return replace(seen, exported=merged(seen.exported, freqscan, gpu))
+
+
+@pytest.fixture(scope="module")
+def exported(observed: Observed) -> Exported:
+    return observed.exported
 
 
 def test_every_query_reads_exported_series(dashboard, exported):
     assert problems(dashboard, exported) == []
+
+
+def ray_data_patterns(dashboard: Dashboard, run_ids: list[str]) -> set[str]:
+    """The ``dataset`` regexes of the Ray Data panels with ``run_ids`` selected in the ``run_id``
+    variable (Grafana writes a multi-value selection into a regex as ``(a|b)``)."""
+    selected = run_ids[0] if len(run_ids) == 1 else "(" + "|".join(run_ids) + ")"
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    found = set()
+    for _, query, _ in queries(dashboard):
+        query = re.sub(r"\$\{run_id\}|\$run_id\b", selected, query)
+        for selector in selectors(promql_parser.parse(substitute(query, variables))):
+            if (metric_name(selector) or "").startswith("ray_data_"):
+                found |= {m.value for m in selector.matchers.matchers if m.name == "dataset"}
+    return found
+
+
+def test_the_ray_data_panels_show_the_selected_run(dashboard, observed):
+    assert observed.ray_data_tags, "Ray exported no Ray Data series during the count"
+    patterns = ray_data_patterns(dashboard, [observed.run_id])
+    assert len(patterns) == 1, patterns  # every Ray Data panel filters the same way
+    for tags_match, run_ids in [
+        (True, [observed.run_id]),
+        (True, ["20261124T000000Z-abcdef", observed.run_id]),
+        (False, ["20261124T000000Z-abcdef"]),
+    ]:
+        (pattern,) = ray_data_patterns(dashboard, run_ids)
+        # Prometheus anchors =~ at both ends.
+        assert {bool(re.fullmatch(pattern, t)) for t in observed.ray_data_tags} == {tags_match}
 
 
 def mutated(dashboard: Dashboard, old: str, new: str) -> Dashboard:

@@ -147,6 +147,8 @@ def test_flags_override_the_file(tmp_path):
     from_file = parse_count_args(["--config", path])
     assert from_file.source.input == ("a.parquet", "b.parquet")
     assert (from_file.text.method, from_file.runtime.num_workers) == ("paper", 3)
+    assert from_file.config_file == path  # recorded in runs.config, outside the fingerprint
+    assert parse_count_args(["--input", "a.parquet", "--format", "parquet"]).config_file is None
 
     overridden = parse_count_args(
         ["--input", "c.parquet", "--config", path, "--method", "normalized", "--workers", "1"]

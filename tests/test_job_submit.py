@@ -192,6 +192,7 @@ def test_freqscan_count_with_a_config_submitted_as_a_ray_job(dashboard, referenc
     run = run_query(str(out), "SELECT config FROM runs").to_pylist()[0]
     config = json.loads(run["config"])
     assert config["concepts"] == "concepts.txt" and config["runtime"]["address"]
+    assert config["config_file"] == "job.yaml"
 
 
 def test_the_count_entry_point_submitted_with_the_repository_as_working_dir(

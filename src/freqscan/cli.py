@@ -358,6 +358,7 @@ def count_config(params: Mapping[str, Any]) -> CountConfig:
             retry_backoff_s=params["retry_backoff"],
         ),
         max_failed_shards=params["max_failed_shards"],
+        config_file=params["config_file"],
     )
 
 

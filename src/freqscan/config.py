@@ -233,6 +233,8 @@ class CountConfig:
         runtime: Ray settings; they do not change the counts.
         max_failed_shards: More failed shards than this make the run fail: nothing is committed
             and the previous run stays current. ``None`` never fails a run for failed shards.
+        config_file: The job config file the options came from (``count --config``), recorded
+            so a run can be traced to its file; the options themselves are recorded above.
     """
 
     source: SourceConfig
@@ -243,6 +245,7 @@ class CountConfig:
     image: ImageConfig | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     max_failed_shards: int | None = None
+    config_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_failed_shards is not None and self.max_failed_shards < 0:

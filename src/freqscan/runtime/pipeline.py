@@ -132,6 +132,12 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
+def ray_data_name(run_id: str) -> str:
+    """The name of a run's Ray Data dataset: Ray tags its operator metrics with
+    ``<name>_<uuid>_<n>``, so a dashboard can pick out one run's Ray Data series."""
+    return f"freqscan_{run_id}"
+
+
 def hits_filename(run_id: str, shard: str) -> str:
     """Fixed per (run, shard): a shard written twice overwrites its own file, never adds one."""
     return f"part-{run_id}-{ShardInfo(shard, 0).shard_id}.parquet"
@@ -177,12 +183,13 @@ class RunPlan:
         """Everything that decides the run's counts, as canonical JSON: equal fingerprints, equal
         results.
 
-        Where and how wide it runs (``runtime``), where it writes (``out``) and when it counts as
-        failed do not change the counts, so a killed run may be resumed, or a recount started,
-        with other settings for those. Recorded in ``runs.fingerprint``.
+        Where and how wide it runs (``runtime``), where it writes (``out``), when it counts as
+        failed and which config file set the options do not change the counts, so a killed run
+        may be resumed, or a recount started, with other settings for those. Recorded in
+        ``runs.fingerprint``.
         """
         counted = self.config.to_dict()
-        for irrelevant in ("runtime", "max_failed_shards", "out"):
+        for irrelevant in ("runtime", "max_failed_shards", "out", "config_file"):
             counted.pop(irrelevant)
         counted["concept_set_hash"] = self.concepts.content_hash
         counted["spacy"] = self.spacy_info
@@ -480,6 +487,7 @@ def _count_on_ray(
             ds = _add_tagging(
                 ds, image, concepts, tag_workers, gpus, state.run_id, config.dataset_name
             )
+        ds.set_name(ray_data_name(state.run_id))
         if progress is not None:
             progress.start(len(shards) + already_done, done=already_done)
         assembler = ShardAssembler(image.thresholds if image else None)
