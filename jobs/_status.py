@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from freqscan.cli import USER_ERRORS
+from freqscan.errors import UserError
 from freqscan.runtime.pipeline import RunFailedError
 
 EXIT_CODES = {"refused": 2, "failed": 1}  # every other status is a success: 0
@@ -29,7 +29,7 @@ def run_job(name: str, work: Callable[[], dict[str, object]], **fields: object) 
     status: dict[str, object] = {"job": name, **fields}
     try:
         status |= work()
-    except USER_ERRORS as exc:
+    except UserError as exc:
         status |= {"status": "refused", "error": str(exc)}
     except RunFailedError as exc:
         status |= {"status": "failed", "run_id": exc.summary.run_id, "error": str(exc)}

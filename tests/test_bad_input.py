@@ -230,7 +230,8 @@ def test_format_is_inferred_and_img2dataset_metadata_parquet_is_ignored(tmp_path
 
     write_caption_parquet(shards / "extra.parquet", ["a cat"])
     mixed = invoke("count", "--input", str(shards), "--out", str(out), "--concepts", concepts)
-    assert mixed.exit_code == 2 and "found shards of both formats" in mixed.output
+    assert mixed.exit_code == 2
+    assert "found 1 .tar and 2 .parquet shards; pass --format webdataset|parquet" in mixed.output
 
 
 def test_max_failed_shards_fails_the_run_and_keeps_the_previous_one_current(tmp_path, concepts):

@@ -1,8 +1,12 @@
 import json
 
 import pytest
+from shardkit import write_caption_parquet
+from typer.testing import CliRunner
 
+from freqscan.cli import app
 from freqscan.concepts import Concept, ConceptSet, ConceptSetError, concept_id, load_concepts
+from freqscan.query import run_query
 
 
 def test_paper_set_has_the_papers_4070_concepts_with_descriptions():
@@ -66,6 +70,67 @@ def test_txt_csv_json_files(tmp_path):
     )
     got = load_concepts(str(tmp_path / "gpt.json"))
     assert got.concepts == (Concept("apple_pie", (), ("a photo of a apple_pie.",)),)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("c.txt", "dog\n# a comment\ngolden retriever\n"),
+        ("c.csv", "concept,datasets\ndog,pets\ngolden retriever,\n"),
+        ("c.json", json.dumps([{"concept": "dog", "datasets": ["pets"]}, "golden retriever"])),
+        ("d.json", json.dumps({"dog": ["a dog."], "golden retriever": []})),
+    ],
+)
+def test_a_byte_order_mark_is_not_part_of_the_first_concept(tmp_path, name, content):
+    plain, marked = tmp_path / "plain", tmp_path / "marked"
+    plain.mkdir()
+    marked.mkdir()
+    (plain / name).write_text(content, encoding="utf-8")
+    (marked / name).write_text(content, encoding="utf-8-sig")  # as Windows editors save
+    assert (marked / name).read_bytes()[:3] == b"\xef\xbb\xbf"
+    without, with_mark = load_concepts(str(plain / name)), load_concepts(str(marked / name))
+    assert [c.name for c in with_mark] == ["dog", "golden retriever"]
+    assert with_mark.concepts == without.concepts
+    assert with_mark.content_hash == without.content_hash
+    assert with_mark.by_name("dog").id == concept_id("dog")
+
+
+def test_a_count_with_byte_order_marks_counts_and_shows_the_first_concept(tmp_path, ray_local):
+    # The first caption, too, comes from a Windows editor: spaCy would read "\ufeffdog" as a number.
+    captions = ["\ufeffdog on a sofa".encode(), b"a dog in the park", b"two dogs", b"a cat"]
+    write_caption_parquet(tmp_path / "in.parquet", captions)
+    words = "dog\ncat\nsofa\n"
+    (tmp_path / "plain.txt").write_text(words, encoding="utf-8")
+    (tmp_path / "bom.txt").write_text(words, encoding="utf-8-sig")
+    outs = {}
+    for name in ("plain", "bom"):
+        outs[name] = str(tmp_path / f"out-{name}")
+        count = ["count", "--input", str(tmp_path / "in.parquet"), "--format", "parquet"]
+        count += ["--out", outs[name], "--concepts", str(tmp_path / f"{name}.txt")]
+        result = CliRunner().invoke(app, [*count, "--method", "paper", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+
+    def counted(out: str) -> dict:
+        sql = "SELECT concept, concept_id, text_count FROM frequencies ORDER BY concept"
+        return {
+            "rows": run_query(out, sql).to_pylist(),
+            "hash": run_query(out, "SELECT concept_set_hash FROM runs").column(0).to_pylist(),
+        }
+
+    assert counted(outs["bom"]) == counted(outs["plain"])
+    assert counted(outs["bom"]) == {
+        "rows": [
+            {"concept": "cat", "concept_id": concept_id("cat"), "text_count": 1},
+            {"concept": "dog", "concept_id": concept_id("dog"), "text_count": 3},
+            {"concept": "sofa", "concept_id": concept_id("sofa"), "text_count": 1},
+        ],
+        "hash": [load_concepts(str(tmp_path / "plain.txt")).content_hash],
+    }
+    shown = CliRunner().invoke(app, ["show", outs["bom"], "dog", "--examples", "3"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())  # rich wraps lines at the terminal's width
+    assert "text_count 3 of 4 samples" in text
+    assert "in.parquet/0 dog on a sofa" in text and "\ufeff" not in text
 
 
 @pytest.mark.parametrize(

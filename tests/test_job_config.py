@@ -107,6 +107,14 @@ def test_a_comment_only_file_sets_nothing_and_fsspec_urls_are_read(tmp_path):
     assert load_job_config("memory://jobs/t.yaml", OPTIONS) == {"workers": 3}
 
 
+def test_a_byte_order_mark_does_not_join_the_first_key(tmp_path):
+    # PyYAML drops it, so a file saved by a Windows editor needs nothing of freqscan.
+    path = tmp_path / "bom.yaml"
+    path.write_text("workers: 3\nmethod: paper\n", encoding="utf-8-sig")
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert load_job_config(str(path), OPTIONS) == {"workers": 3, "method": "paper"}
+
+
 def test_the_count_commands_keys_are_its_parameter_names():
     specs = option_specs(count, exclude="config_file")
     assert specs["input"] == OptionSpec(str, multiple=True)
@@ -145,7 +153,8 @@ def test_flags_override_the_file(tmp_path):
         "dataset_name: from-file\n",
     )
     from_file = parse_count_args(["--config", path])
-    assert from_file.source.input == ("a.parquet", "b.parquet")
+    # Relative paths are made absolute against the working directory, as flags are.
+    assert from_file.source.input == (str(Path.cwd() / "a.parquet"), str(Path.cwd() / "b.parquet"))
     assert (from_file.text.method, from_file.runtime.num_workers) == ("paper", 3)
     assert from_file.config_file == path  # recorded in runs.config, outside the fingerprint
     assert parse_count_args(["--input", "a.parquet", "--format", "parquet"]).config_file is None
@@ -153,13 +162,14 @@ def test_flags_override_the_file(tmp_path):
     overridden = parse_count_args(
         ["--input", "c.parquet", "--config", path, "--method", "normalized", "--workers", "1"]
     )
-    assert overridden.source.input == ("c.parquet",)  # a repeated flag replaces the whole list
+    # A repeated flag replaces the whole list.
+    assert overridden.source.input == (str(Path.cwd() / "c.parquet"),)
     assert (overridden.text.method, overridden.runtime.num_workers) == ("normalized", 1)
     assert overridden.dataset_name == "from-file"
 
 
 def test_boolean_and_list_flags_override_the_file_in_any_typer_command(tmp_path):
-    # `count` has no boolean option; the callback is generic, so check one on a small command.
+    # The callback is generic, so check it on a small command with a boolean and a list option.
     probe = typer.Typer()
     seen: dict[str, object] = {}
 
@@ -207,10 +217,10 @@ def test_a_real_count_records_the_flag_over_the_file_and_relative_paths_use_the_
     recorded = json.loads(run_query("out", "SELECT config FROM runs").to_pylist()[0]["config"])
     assert recorded["text"]["method"] == "normalized"  # the flag, not the file's paper
     assert recorded["dataset_name"] == "tiny"
-    # Paths are kept as written and resolved against the current directory, like flags.
+    # Paths are resolved against the current directory, like flags, and recorded absolute.
     assert (recorded["concepts"], recorded["source"]["input"]) == (
-        "concepts.txt",
-        ["part-0.parquet"],
+        str(tmp_path / "concepts.txt"),
+        [str(tmp_path / "part-0.parquet")],
     )
     concepts = run_query("out", "SELECT count(*) AS n FROM frequencies").to_pylist()[0]["n"]
     assert concepts == 4

@@ -191,7 +191,10 @@ def test_freqscan_count_with_a_config_submitted_as_a_ray_job(dashboard, referenc
     assert_same_tables(str(out), str(reference))
     run = run_query(str(out), "SELECT config FROM runs").to_pylist()[0]
     config = json.loads(run["config"])
-    assert config["concepts"] == "concepts.txt" and config["runtime"]["address"]
+    # Recorded absolute: where the job's working dir put concepts.txt on the cluster.
+    concepts = Path(config["concepts"])
+    assert concepts.is_absolute() and concepts.name == "concepts.txt"
+    assert config["runtime"]["address"]
     assert config["config_file"] == "job.yaml"
 
 

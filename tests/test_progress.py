@@ -1,12 +1,19 @@
-"""Completion markers: which shards a re-run of a killed job may take instead of reading them."""
+"""Completion markers: which shards a re-run of a killed job may take instead of reading them;
+and the progress bar."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
 
+from rich.console import Console
+
+from freqscan.counting.duplicates import KeySummary
 from freqscan.counting.shard import ShardOutcome
 from freqscan.counting.tally import ShardTally, tally_from_dict, tally_to_dict
 from freqscan.records import SHARD_FAILED, ShardInfo, ShardStats
+from freqscan.runtime.progress import RichProgress
 from freqscan.tables.progress import PROGRESS_DIR, RunProgress, ShardResult
 from freqscan.tables.store import DataFile
 
@@ -26,6 +33,7 @@ def _result(info: ShardInfo, status: str = "ok") -> ShardResult:
         misaligned=1,
     )
     outcome = ShardOutcome(info.path, status, 4, ShardStats(5, 4, 0, Counter({"empty_caption": 1})))
+    outcome.key_summary = KeySummary.of(f"{info.shard_id}-{i}" for i in range(4))
     hits = DataFile(f"part-x-{info.shard_id}.parquet", 1234, 1700000000000, 4)
     return ShardResult(info, outcome, tally, hits)
 
@@ -85,3 +93,23 @@ def test_markers_of_a_run_that_committed_are_removed_not_resumed(tmp_path):
     again = RunProgress.open(str(tmp_path), "fp", "run-b", SHARDS, ended_runs={"run-a"})
     assert again.run_id == "run-b" and not again.resumed
     assert not (tmp_path / PROGRESS_DIR / "run-a").exists()
+
+
+def test_a_marker_keeps_the_key_summary_and_one_without_loads(tmp_path):
+    result = _result(SHARDS[0])
+    assert result.outcome.key_summary is not None
+    assert ShardResult.from_json(result.to_json()) == result
+    older = json.loads(result.to_json())
+    del older["outcome"]["key_summary"]  # written before key summaries were kept
+    assert ShardResult.from_json(json.dumps(older)).outcome.key_summary is None
+
+
+def test_the_bar_counts_the_samples_of_shards_that_count_and_shows_failed_ones():
+    out = io.StringIO()
+    with RichProgress(Console(file=out, width=200)) as progress:
+        progress.start(4, done=1)
+        progress.shard_done(20)
+        progress.shard_done(0, failed=True)
+        progress.shard_done(25)
+    # Not a terminal: the bar is drawn once, when it stops.
+    assert " 4/4 shards (1 failed) 45 samples · " in out.getvalue()

@@ -11,13 +11,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE_SHARDS
+from deltalake import DeltaTable
 from processkit import kill_session
+from shardkit import truncate_file, write_webdataset_shard
 from tablekit import assert_same_tables, comparable_tables
 from typer.testing import CliRunner
 
 from freqscan.cli import app
 from freqscan.query import run_query
 from freqscan.tables.progress import PROGRESS_DIR
+from freqscan.tables.schemas import TABLES
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local"), pytest.mark.timeout(600)]
 
@@ -152,3 +155,93 @@ def test_the_scheduled_recount_job_is_idempotent(tmp_path, rows):
         refused.returncode == 2
         and json.loads(refused.stdout.strip().splitlines()[-1])["status"] == "refused"
     )
+
+
+def write_tars(directory: Path, rows, indices, truncated: bool = False) -> None:
+    """Webdataset shards of real captions; a truncated one fails to read (``truncated_tar``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    captions = rows.column("TEXT").to_pylist()
+    for i in indices:
+        samples = [
+            {"key": f"{i:05d}{j:04d}", "txt": captions[i * 20 + j] or "", "jpg": b"x" * 4096}
+            for j in range(20)
+        ]
+        write_webdataset_shard(directory / f"{i:05d}.tar", samples)
+        if truncated:
+            truncate_file(directory / f"{i:05d}.tar", 30_000)
+
+
+def table_versions(out: Path) -> dict[str, int]:
+    """The latest Delta version of every table: any commit moves one."""
+    return {name: DeltaTable(str(out / name)).version() for name in TABLES}
+
+
+def failed_shards(out: Path) -> list[dict]:
+    sql = "SELECT shard, status, error_reason, error FROM shards WHERE status <> 'ok'"
+    return run_query(str(out), sql).to_pylist()
+
+
+def test_an_unchanged_failed_shard_stays_failed_until_retry_failed(tmp_path, rows):
+    shards, out = tmp_path / "shards", tmp_path / "out"
+    write_tars(shards, rows, [0, 1])
+    write_tars(shards, rows, [2], truncated=True)
+    (tmp_path / "concepts.txt").write_text("dog\ncat\nwoman\nman\nshirt\n")
+    count(shards, out, "--concepts", str(tmp_path / "concepts.txt"))
+    (failed,) = failed_shards(out)
+    assert (failed["shard"], failed["error_reason"]) == (str(shards / "00002.tar"), "truncated_tar")
+    versions = table_versions(out)
+
+    again = invoke("recount", str(out))
+    assert "unchanged 3;" in again and "nothing changed since run" in again
+    assert "1 unchanged shards failed in run" in again and "--retry-failed" in again
+    assert len(runs(out)) == 1 and table_versions(out) == versions
+
+    # Another shard arrives: the failed one is carried over, failed for the same reason.
+    write_tars(shards, rows, [3])
+    printed = invoke("recount", str(out))
+    assert "added 1" in printed and "read 1 shards" in printed
+    assert f"failed shard {shards / '00002.tar'}: truncated_tar" in printed
+    assert failed_shards(out) == [failed]
+    (_, recounted) = runs(out)
+    assert (recounted["shards_reused"], recounted["shards_failed"]) == (3, 1)
+    fresh = tmp_path / "fresh"
+    count(shards, fresh, "--concepts", str(tmp_path / "concepts.txt"))
+    assert_same_tables(out, fresh)
+
+    versions = table_versions(out)
+    assert "nothing changed since run" in invoke("recount", str(out))
+    assert len(runs(out)) == 2 and table_versions(out) == versions
+
+    retried = invoke("recount", str(out), "--retry-failed")
+    assert "changed 1," in retried and "read 1 shards" in retried
+    assert f"changed: {shards / '00002.tar'}" in retried
+    last = runs(out)[-1]
+    assert (last["kind"], last["shards_reused"], last["shards_failed"]) == ("recount", 3, 1)
+    assert failed_shards(out) == [failed]  # the same bytes fail the same way
+
+
+def test_relative_paths_are_recorded_absolute_so_recount_works_anywhere(
+    tmp_path, rows, monkeypatch
+):
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_shards(here / "shards", rows, range(3))
+    (here / "concepts.txt").write_text("dog\ncat\nwoman\nman\nshirt\n")
+    monkeypatch.chdir(here)
+    invoke("count", "--input", "shards", "--concepts", "concepts.txt", "--out", "out")
+    (run,) = runs(here / "out")
+    recorded = json.loads(run["config"])
+    assert (recorded["source"]["input"], recorded["concepts"], recorded["out"]) == (
+        [str(here / "shards")],
+        str(here / "concepts.txt"),
+        str(here / "out"),
+    )
+
+    write_shards(here / "shards", rows, [3])
+    monkeypatch.chdir(elsewhere)
+    printed = invoke("recount", str(here / "out"))
+    assert "added 1" in printed and "unchanged 3" in printed and "read 1 shards" in printed
+    fresh = tmp_path / "fresh"
+    invoke("count", "--input", str(here / "shards"), "--concepts", str(here / "concepts.txt"),
+           "--out", str(fresh))  # fmt: skip
+    assert_same_tables(here / "out", fresh)

@@ -4,7 +4,8 @@ fake ``kubectl`` that plays a RayJob's life: the exit code a scheduler sees must
 
 There is no Kubernetes here; the fake answers exactly the calls the script makes and records
 them, so a changed script that calls kubectl differently fails here rather than on a cluster.
-The status lines are made by jobs/_status.py itself, so a change of their format is seen too.
+The status lines are made by jobs/_status.py itself, so a change of their format is seen too;
+one test makes them by running jobs/recount.py on a real output whose run had failed shards.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from shardkit import truncate_file, write_webdataset_shard
+from typer.testing import CliRunner
+
+from freqscan.cli import app
+from freqscan.query import run_query
 
 ROOT = Path(__file__).parents[1]
 MANIFEST = ROOT / "cluster" / "recount-cronjob.yaml"
@@ -156,3 +162,72 @@ def test_a_rayjob_that_never_ran_fails_the_cronjob_and_says_why(tmp_path):
     assert code == 1
     assert out.splitlines() == [f"created {CREATED}", "no status line from recount.py"]
     assert calls[-1] == ["delete", CREATED, "--wait=false"]
+
+
+def recount_job(monkeypatch: pytest.MonkeyPatch):
+    """jobs/recount.py as a module, importing its _status as it does when run."""
+    monkeypatch.syspath_prepend(str(ROOT / "jobs"))
+    spec = importlib.util.spec_from_file_location("recount_job", ROOT / "jobs" / "recount.py")
+    assert spec and spec.loader
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.timeout(600)
+def test_failed_shards_of_the_previous_run_leave_the_next_recount_unchanged(
+    tmp_path, capsys, monkeypatch
+):
+    shards, out = tmp_path / "shards", tmp_path / "out"
+    shards.mkdir()
+
+    def write_shard(i: int) -> None:
+        samples = [
+            {"key": f"{i:05d}{j:04d}", "txt": "a dog on a sofa", "jpg": b"x"} for j in range(5)
+        ]
+        write_webdataset_shard(shards / f"{i:05d}.tar", samples)
+
+    write_shard(0)
+    write_shard(1)
+    write_webdataset_shard(
+        shards / "00002.tar",
+        [{"key": f"00002{j:04d}", "txt": "a cat", "jpg": b"x" * 4096} for j in range(20)],
+    )
+    truncate_file(shards / "00002.tar", 30_000)
+    (tmp_path / "concepts.txt").write_text("dog\ncat\nsofa\n")
+    count = ["count", "--input", str(shards), "--out", str(out)]
+    result = CliRunner().invoke(app, [*count, "--concepts", str(tmp_path / "concepts.txt")])
+    assert result.exit_code == 0 and "truncated_tar" in result.output, result.output
+
+    # The scheduled recount once a shard arrived, then again with nothing new.
+    write_shard(3)
+    job, lines = recount_job(monkeypatch), []
+    for _ in range(2):
+        assert job.main([str(out)]) == 0
+        lines.append(capsys.readouterr().out.strip().splitlines()[-1])
+    updated, unchanged = map(json.loads, lines)
+    assert (updated["status"], updated["added"], updated["shards_failed"]) == ("updated", 1, 1)
+    assert {k: unchanged[k] for k in updated if k not in ("seconds",)} == {
+        "job": "recount",
+        "out": str(out),
+        "status": "unchanged",
+        "parent_run_id": updated["run_id"],
+        "run_id": None,
+        "added": 0,
+        "changed": 0,
+        "removed": 0,
+        "unchanged": 4,
+        "shards_failed": 1,
+    }
+    assert len(run_query(str(out), "SELECT run_id FROM runs").to_pylist()) == 2
+
+    for name, line in zip(("updated", "unchanged"), lines, strict=True):
+        (tmp_path / name).mkdir()
+        log = f"recount: plan ready\n{line}\n------------------------------------------\n"
+        code, printed, _ = run_cron(
+            tmp_path / name,
+            {"deployment": ["Complete"], "job_status": "SUCCEEDED", "log": log + "succeeded"},
+        )
+        assert code == 0 and printed.splitlines() == [f"created {CREATED}", line]

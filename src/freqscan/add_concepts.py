@@ -41,6 +41,7 @@ import pyarrow.dataset as pads
 from freqscan.concepts import Concept, ConceptSet, ConceptSetError, load_concepts
 from freqscan.config import CountConfig
 from freqscan.counting.tally import ShardTally, tally
+from freqscan.fingerprint import with_concepts
 from freqscan.records import SHARD_OK
 from freqscan.recount import plan_recount, previous_results
 from freqscan.runtime.pipeline import (
@@ -328,7 +329,7 @@ def _add_from_keys(
                 dataclasses.replace(config, concepts=enlarged.source).to_dict(), sort_keys=True
             ),
             "table_versions": json.dumps(versions, sort_keys=True),
-            "fingerprint": _fingerprint(
+            "fingerprint": with_concepts(
                 parent.get("fingerprint"), enlarged, config.image is not None, len(new)
             ),
         }
@@ -483,24 +484,3 @@ def _with(table: pa.Table, values: dict[str, Any]) -> pa.Table:
             pa.repeat(pa.scalar(value, table.schema.field(i).type), len(table)),
         )
     return table
-
-
-def _fingerprint(
-    fingerprint: str | None, concepts: ConceptSet, tagged: bool, added: int
-) -> str | None:
-    """The parent's run fingerprint with the enlarged concept set: what a count with it records.
-
-    In a tagged run the added concepts have no image counts, which no count gives: the
-    fingerprint says so, and a recount (which would take them as a tagged count's) must be
-    ``--full``.
-    """
-    if fingerprint is None:
-        return None
-    counted = json.loads(fingerprint)
-    counted["concepts"] = concepts.source
-    counted["concept_set_hash"] = concepts.content_hash
-    if tagged:
-        counted["concepts_without_image_counts"] = (
-            counted.get("concepts_without_image_counts", 0) + added
-        )
-    return json.dumps(counted, sort_keys=True)

@@ -14,19 +14,14 @@ from importlib import resources
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import duckdb
-import pyarrow as pa
-import pyarrow.dataset as pads
 import typer
 from rich import box
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Column, Table
 
-from freqscan.concepts import ConceptSetError
 from freqscan.config import (
     DEFAULT_CAPTION_COLUMN,
     DEFAULT_MAX_CAPTION_CHARS,
+    DEFAULT_ON_DUPLICATE_SHARDS,
     DEFAULT_URL_COLUMN,
     FORMATS,
     ConfigError,
@@ -36,23 +31,17 @@ from freqscan.config import (
     SourceConfig,
     TextConfig,
 )
+from freqscan.errors import UserError
 from freqscan.evaluation.cli import eval_app, report
-from freqscan.history import (
-    COUNT_COLUMNS,
-    LATEST,
-    PREVIOUS,
-    diff_versions,
-    output_history,
-    resolve_version,
-)
-from freqscan.image.errors import ImageSetupError
 from freqscan.jobconfig import config_callback
-from freqscan.query import VIEWS, AttachError, concept_examples, connect, parse_attach, run_query
-from freqscan.sources.listing import InputError, list_shards
-from freqscan.tables.store import OutputError, OutputStore
-from freqscan.text.pipeline import SpacyPipelineError
+from freqscan.names import COUNT_COLUMNS, LATEST, PREVIOUS, VIEWS
+from freqscan.terminal import console, err, fail, print_table, styled
 
-if TYPE_CHECKING:  # imported where used: Ray and torch load slowly, and --help needs neither
+# Everything that reads or writes tables or data (Ray, torch, spaCy, DuckDB, pyarrow, deltalake)
+# is imported where it is used: `freqscan --help` and a refused flag need none of it.
+if TYPE_CHECKING:
+    import pyarrow as pa
+
     from freqscan.add_concepts import AddConceptsSummary
     from freqscan.runtime.pipeline import RunSummary
     from freqscan.runtime.progress import RichProgress
@@ -65,18 +54,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
-
-# Errors a user can fix; shown as one clear line instead of a traceback.
-USER_ERRORS = (
-    ConfigError,
-    InputError,
-    ConceptSetError,
-    SpacyPipelineError,
-    OutputError,
-    ImageSetupError,
-)
 
 
 def bundled_sample() -> str:
@@ -85,20 +62,45 @@ def bundled_sample() -> str:
 
 
 def _infer_format(inputs: list[str]) -> str:
-    found: dict[str, list[str]] = {}
-    for fmt in FORMATS:
-        try:
-            found[fmt] = [s.path for s in list_shards(inputs, fmt)]
-        except InputError:
-            continue
-    if len(found) == 2 and _is_img2dataset_layout(found["webdataset"], found["parquet"]):
+    """The one format of the inputs' shards: webdataset (.tar) or parquet.
+
+    Raises:
+        InputError: An input is missing or matches nothing (its own message), or holds no shard.
+        ConfigError: The inputs hold shards of both formats, outside img2dataset's layout.
+    """
+    from freqscan.sources.listing import InputError, list_shards
+
+    shards: dict[str, list[str]] = {fmt: [] for fmt in FORMATS}
+    formats_of: dict[str, list[str]] = {}
+    for item in inputs:
+        errors = []
+        for fmt in FORMATS:
+            try:
+                shards[fmt] += [s.path for s in list_shards([item], fmt)]
+                formats_of.setdefault(item, []).append(fmt)
+            except InputError as exc:
+                errors.append(str(exc))
+        if item not in formats_of:
+            # The same error whatever the format is about the path itself (missing, a glob
+            # that matches nothing, no permission): say that, not "no shards".
+            same = len(set(errors)) == 1
+            raise InputError(errors[0] if same else f"input {item}: no .tar or .parquet shards")
+    found = [fmt for fmt in FORMATS if shards[fmt]]
+    if len(found) == 1:
+        return found[0]
+    if _is_img2dataset_layout(shards["webdataset"], shards["parquet"]):
         return "webdataset"
-    if len(found) != 1:
-        what = "shards of both formats" if found else "no .tar or .parquet shards"
+    mixed = {fmt: [i for i, fs in formats_of.items() if fs == [fmt]] for fmt in FORMATS}
+    if all(mixed.values()):
         raise ConfigError(
-            f"--input {' '.join(inputs)}: found {what}; pass --format webdataset|parquet"
+            f"--input mixes formats: webdataset (.tar) in {', '.join(mixed['webdataset'])}; "
+            f"parquet in {', '.join(mixed['parquet'])}; a run counts one format: count them "
+            "in separate runs"
         )
-    return next(iter(found))
+    raise ConfigError(
+        f"--input {' '.join(inputs)}: found {len(shards['webdataset']):,} .tar and "
+        f"{len(shards['parquet']):,} .parquet shards; pass --format webdataset|parquet"
+    )
 
 
 def _is_img2dataset_layout(tars: list[str], parquets: list[str]) -> bool:
@@ -189,6 +191,21 @@ def count(
             "Default: no limit; failed shards are reported."
         ),
     ] = None,
+    on_duplicate_shards: Annotated[
+        str,
+        typer.Option(
+            help="Shards holding sample keys of another shard (a copy counts its samples "
+            "twice): warn (report them, commit) or fail (fail the run, commit nothing)."
+        ),
+    ] = DEFAULT_ON_DUPLICATE_SHARDS,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Count into an output whose current version counted another input or "
+            "configuration, as its next version. Default: refused, since `freqscan diff` would "
+            "compare different datasets."
+        ),
+    ] = False,
     read_retries: Annotated[
         int,
         typer.Option(
@@ -299,8 +316,8 @@ def count(
     # parse_count_args (jobs/count.py) builds exactly the same one without running the command.
     try:
         config = count_config(ctx.params)
-    except USER_ERRORS as exc:
-        _fail(exc)
+    except UserError as exc:
+        fail(exc)
     summary = _with_progress(lambda progress: run_count(config, progress))
     note = (
         f"resumed: {summary.shards_reused:,} shards were finished by the interrupted run "
@@ -315,7 +332,7 @@ def count_config(params: Mapping[str, Any]) -> CountConfig:
     """The validated config of parsed ``count`` options (keyed by the command's parameter names).
 
     Raises:
-        One of :data:`USER_ERRORS` when a value is invalid or the input has no shards.
+        :class:`~freqscan.errors.UserError` when a value is invalid or the input has no shards.
     """
     inputs = list(params["input"] or ()) or [bundled_sample()]
     tagger = params["tagger"]
@@ -358,7 +375,9 @@ def count_config(params: Mapping[str, Any]) -> CountConfig:
             retry_backoff_s=params["retry_backoff"],
         ),
         max_failed_shards=params["max_failed_shards"],
+        on_duplicate_shards=params["on_duplicate_shards"],
         config_file=params["config_file"],
+        force=params["force"],
     )
 
 
@@ -367,7 +386,7 @@ def parse_count_args(args: Sequence[str]) -> CountConfig:
     running the count; for job entry points that report the run themselves.
 
     Raises:
-        One of :data:`USER_ERRORS`: a bad flag or config file (``ConfigError``), or see
+        :class:`~freqscan.errors.UserError`: a bad flag or config file (``ConfigError``), or see
             :func:`count_config`.
     """
     command = typer.main.get_command(app).commands["count"]
@@ -389,24 +408,33 @@ def _with_progress(job: Callable[[RichProgress], T]) -> T:
     try:
         with RichProgress(err) as progress:
             return job(progress)
-    except USER_ERRORS as exc:
-        _fail(exc)
+    except UserError as exc:
+        fail(exc)
     except RunFailedError as exc:
         for failed in exc.summary.failed_shards:
-            err.print(
-                f"[red]failed shard[/] {failed['shard']}: {failed['reason']}: {failed['error']}",
-                soft_wrap=True,
-            )
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            _print_failed_shard(failed)
+        err.print(styled(("error:", "red"), f" {exc}"), soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def _print_failed_shard(failed: Mapping[str, Any]) -> None:
+    err.print(
+        styled(
+            ("failed shard", "red"), f" {failed['shard']}: {failed['reason']}: {failed['error']}"
+        ),
+        soft_wrap=True,
+    )
 
 
 def _print_summary(summary: RunSummary, out: str, note: str | None) -> None:
     console.print(
-        f"[bold green]run {summary.run_id}[/] counted {summary.samples_counted:,} of "
-        f"{summary.samples_read:,} samples from {summary.shards_ok}/{summary.shards_total} shards "
-        f"in {summary.seconds:.1f}s ({summary.method} method, {summary.concepts:,} concepts, "
-        f"{summary.concepts_with_hits:,} with at least one hit)"
+        styled(
+            (f"run {summary.run_id}", "bold green"),
+            f" counted {summary.samples_counted:,} of "
+            f"{summary.samples_read:,} samples from {summary.shards_ok}/{summary.shards_total} "
+            f"shards in {summary.seconds:.1f}s ({summary.method} method, "
+            f"{summary.concepts:,} concepts, {summary.concepts_with_hits:,} with at least one hit)",
+        )
     )
     if note:
         console.print(note)
@@ -416,17 +444,27 @@ def _print_summary(summary: RunSummary, out: str, note: str | None) -> None:
     if summary.tagger:
         _print_image_summary(summary)
     for failed in summary.failed_shards:
-        err.print(f"[red]failed shard[/] {failed['shard']}: {failed['reason']}: {failed['error']}")
+        _print_failed_shard(failed)
+    if summary.duplicate_shards:
+        from freqscan.counting.duplicates import describe
+
+        console.print(
+            styled(
+                ("duplicate shards", "yellow"),
+                f" (their samples count twice): {describe(summary.duplicate_shards)}",
+            ),
+            soft_wrap=True,
+        )
     _print_tables(summary.out, out, image=summary.tagger is not None)
     top = Table("concept", "text_count", title="Top concepts (text)")
     for name, n in summary.top:
         top.add_row(name, f"{n:,}")
-    console.print(top)
+    print_table(top)
     if summary.top_integrated:
         top = Table("concept", "integrated_count", title="Top concepts (integrated)")
         for name, n in summary.top_integrated:
             top.add_row(name, f"{n:,}")
-        console.print(top)
+        print_table(top)
 
 
 def _print_image_summary(summary) -> None:
@@ -445,7 +483,9 @@ def _print_tables(where: str, out: str, image: bool) -> None:
     counts = (
         "text_count, image_count, integrated_count (+ per threshold)" if image else "text_count"
     )
-    console.print(f'\nTables in [bold]{where}[/] (Delta Lake; `freqscan query {out} "SQL"`):')
+    console.print(
+        styled("\nTables in ", (where, "bold"), f' (Delta Lake; `freqscan query {out} "SQL"`):')
+    )
     for name, what in (
         ("frequencies", f"one row per concept: {counts}, samples_scanned, provenance"),
         ("shard_counts", "per-shard partial counts"),
@@ -453,6 +493,7 @@ def _print_tables(where: str, out: str, image: bool) -> None:
             "hits",
             "per-sample text concept ids" + (", image ids and scores >= floor" if image else ""),
         ),
+        ("caption_keys", "per counted sample: its caption's keys (add-concepts reads them)"),
         ("shards", "per shard: fingerprint, status, samples read and skipped by reason"),
         ("runs", "every run: full config, versions, totals" + (", misalignment" if image else "")),
     ):
@@ -462,7 +503,9 @@ def _print_tables(where: str, out: str, image: bool) -> None:
 @app.command()
 def query(
     out: Annotated[str, typer.Argument(help="Output directory of a count.")],
-    sql: Annotated[str, typer.Argument(help=f"DuckDB SQL over the views {', '.join(VIEWS)}.")],
+    sql: Annotated[
+        str, typer.Argument(help=f"One DuckDB SELECT over the views {', '.join(VIEWS)}.")
+    ],
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
     run: Annotated[str | None, typer.Option(help="Read the tables as of this run id.")] = None,
     version: Annotated[
@@ -476,13 +519,17 @@ def query(
         ),
     ] = None,
 ) -> None:
-    """Run DuckDB SQL over the output tables."""
+    """Run one DuckDB SELECT over the output tables (read-only: no files, no changes)."""
+    import duckdb
+
+    from freqscan.query import parse_attach, run_query
+
     try:
         result = run_query(out, sql, _pinned_run(out, run, version), parse_attach(attach or []))
-    except (*USER_ERRORS, AttachError) as exc:
-        _fail(exc)
+    except UserError as exc:
+        fail(exc)
     except duckdb.Error as exc:
-        _fail(f"query failed: {exc}")
+        fail(f"query failed: {exc}")
     if csv_out:
         _print_csv(result)
     else:
@@ -493,18 +540,20 @@ def query(
 def show(
     out: Annotated[str, typer.Argument(help="Output directory of a count.")],
     concept: Annotated[str, typer.Argument(help="Concept name (case-insensitive if unambiguous).")],
-    examples: Annotated[int, typer.Option(help="Example captions to print.")] = 5,
+    examples: Annotated[int, typer.Option(min=0, help="Example captions to print.")] = 5,
     run: Annotated[str | None, typer.Option(help="Read the tables as of this run id.")] = None,
     version: Annotated[
         int | None, typer.Option(help="Read the tables as of this version (`freqscan history`).")
     ] = None,
 ) -> None:
     """Print one concept's counts and example captions."""
+    from freqscan.query import concept_examples, connect
+
     try:
         # One snapshot for the counts and the examples.
         con = connect(out, _pinned_run(out, run, version))
-    except USER_ERRORS as exc:
-        _fail(exc)
+    except UserError as exc:
+        fail(exc)
     rows = (
         con.sql(
             "SELECT concept_id, concept, text_count, image_count, integrated_count, "
@@ -516,18 +565,29 @@ def show(
     row = _find_concept(rows, concept)
     share = row["text_count"] / row["samples_scanned"] if row["samples_scanned"] else 0.0
     console.print(
-        f"[bold]{row['concept']}[/] (id {row['concept_id']}) in {row['dataset']}: "
-        f"text_count {row['text_count']:,} of {row['samples_scanned']:,} samples ({share:.4%}), "
-        f"method {row['method']}, run {row['run_id']}"
+        styled(
+            (row["concept"], "bold"),
+            f" (id {row['concept_id']}) in {row['dataset']}: "
+            f"text_count {row['text_count']:,} of {row['samples_scanned']:,} samples "
+            f"({share:.4%}), method {row['method']}, run {row['run_id']}",
+        )
     )
     if row["tagger"] is not None:
         console.print(
             f"  image_count {row['image_count']:,}, integrated_count {row['integrated_count']:,} "
             f"({row['tagger']}, probability > {row['image_threshold']})"
         )
-    for hit in concept_examples(con, row["concept_id"], examples).to_pylist():
+    hits = concept_examples(con, row["concept_id"], examples).to_pylist()
+    for hit in hits:
         where = f"{PurePosixPath(hit['shard']).name}/{hit['key']}"
-        console.print(f"  [dim]{escape(where)}[/] {escape(hit['caption'])}", highlight=False)
+        console.print(styled("  ", (where, "dim"), " ", hit["caption"]))
+    if examples and row["text_count"] and not hits:
+        console.print(
+            "  no example captions: hits holds none of its samples, as for every concept "
+            "`freqscan add-concepts` counted from stored caption keys (they keep no captions); "
+            f"`freqscan recount {out} --full` reads the shards again and stores them",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -545,24 +605,31 @@ def rethreshold(
 
     try:
         summary = run_rethreshold(out, threshold, run)
-    except USER_ERRORS as exc:
-        _fail(exc)
+    except UserError as exc:
+        fail(exc)
     degree = (
         f"{summary.misalignment_degree:.4f}" if summary.misalignment_degree is not None else "n/a"
     )
     console.print(
-        f"[bold green]run {summary.run_id}[/] re-thresholded run {summary.parent_run_id} at "
-        f"{summary.threshold} over {summary.shards:,} shards: {summary.image_hits:,} image hits, "
-        f"{summary.integrated_hits:,} integrated hits, misalignment degree {degree}"
+        styled(
+            (f"run {summary.run_id}", "bold green"),
+            f" re-thresholded run {summary.parent_run_id} at {summary.threshold} over "
+            f"{summary.shards:,} shards: {summary.image_hits:,} image hits, "
+            f"{summary.integrated_hits:,} integrated hits, misalignment degree {degree}",
+        )
     )
     console.print(
-        f"Updated in [bold]{summary.out}[/]: frequencies (image_count, integrated_count at "
-        f"{summary.threshold}), shard_counts, shards; runs has the new run (kind rethreshold)."
+        styled(
+            "Updated in ",
+            (summary.out, "bold"),
+            ": frequencies (image_count, integrated_count at "
+            f"{summary.threshold}), shard_counts, shards; runs has the new run (kind rethreshold).",
+        )
     )
     top = Table("concept", "integrated_count", title="Top concepts (integrated)")
     for name, n in summary.top_integrated:
         top.add_row(name, f"{n:,}")
-    console.print(top)
+    print_table(top)
 
 
 @app.command()
@@ -584,6 +651,13 @@ def recount(
     full: Annotated[
         bool,
         typer.Option(help="Read every shard again (needed when the configuration changed)."),
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            help="Read the shards that failed in the current run again, even if unchanged. "
+            "Default: an unchanged failed shard stays failed, with its reason."
+        ),
     ] = False,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
@@ -610,7 +684,12 @@ def recount(
 
     result = _with_progress(
         lambda progress: recount_output(
-            out, overrides, dry_run=dry_run, full=full, progress=progress
+            out,
+            overrides,
+            dry_run=dry_run,
+            full=full,
+            retry_failed=retry_failed,
+            progress=progress,
         )
     )
     plan = result.plan
@@ -618,8 +697,7 @@ def recount(
     console.print(
         f"recount against run {plan.parent_run_id}: added {len(plan.added)}, changed "
         f"{len(plan.changed)}, removed {len(plan.removed)}, unchanged {len(plan.unchanged)}; "
-        f"to read {len(plan.to_read)} shards, {plan.bytes_to_read:,} bytes{estimate}",
-        highlight=False,
+        f"to read {len(plan.to_read)} shards, {plan.bytes_to_read:,} bytes{estimate}"
     )
     for label, paths in (
         ("added", [s.path for s in plan.added]),
@@ -627,11 +705,17 @@ def recount(
         ("removed", list(plan.removed)),
     ):
         for path in paths[:10]:
-            console.print(f"  {label}: {escape(path)}", highlight=False, soft_wrap=True)
+            console.print(f"  {label}: {path}", soft_wrap=True)
         if len(paths) > 10:
             console.print(f"  ... {len(paths) - 10:,} more {label}")
     for difference in result.differences:
-        console.print(f"  configuration: {escape(difference)}", highlight=False, soft_wrap=True)
+        console.print(f"  configuration: {difference}", soft_wrap=True)
+    if plan.failed:
+        console.print(
+            f"  {len(plan.failed):,} unchanged shards failed in run {plan.parent_run_id} and stay "
+            "failed; --retry-failed reads them again",
+            soft_wrap=True,
+        )
     if result.summary is None:
         console.print(
             "dry run: nothing committed"
@@ -666,9 +750,10 @@ def add_concepts(
 ) -> None:
     """Count new concepts from the stored caption keys: no caption is parsed again.
 
-    Commits a new version (kind `add-concepts`) that equals a count with both concept files.
-    A captions-only run reads no shard. A tagged run's shards are read again for their images,
-    tagged with the enlarged concept set (the GPU stage), unless --text-only.
+    Commits a new version (kind `add-concepts`) whose counts equal a count with both concept
+    files. A captions-only run reads no shard; its hits keep no sample of the new concepts (no
+    example captions in `show`). A tagged run's shards are read again for their images, tagged
+    with the enlarged concept set (the GPU stage), unless --text-only.
     """
     from freqscan.add_concepts import add_concepts as add_to_output
 
@@ -685,13 +770,12 @@ def add_concepts(
         names = ", ".join(summary.already_counted[:10])
         more = len(summary.already_counted) - 10
         console.print(
-            f"already counted by run {summary.parent_run_id}, skipped: {escape(names)}"
+            f"already counted by run {summary.parent_run_id}, skipped: {names}"
             + (f" and {more:,} more" if more > 0 else ""),
-            highlight=False,
             soft_wrap=True,
         )
     if summary.run_id is None:
-        console.print(f"nothing new in {escape(concepts)}: nothing committed", highlight=False)
+        console.print(f"nothing new in {concepts}: nothing committed")
         return
     if summary.run is not None:
         _print_summary(
@@ -704,23 +788,31 @@ def add_concepts(
         _print_added(out, summary)
         return
     console.print(
-        f"[bold green]run {summary.run_id}[/] added {len(summary.added):,} concepts to run "
-        f"{summary.parent_run_id} from the caption keys of {summary.samples:,} samples in "
-        f"{summary.shards:,} shards in {summary.seconds:.1f}s (no shard read, no caption parsed); "
-        f"{summary.concepts:,} concepts now"
+        styled(
+            (f"run {summary.run_id}", "bold green"),
+            f" added {len(summary.added):,} concepts to run "
+            f"{summary.parent_run_id} from the caption keys of {summary.samples:,} samples in "
+            f"{summary.shards:,} shards in {summary.seconds:.1f}s (no shard read, no caption "
+            "parsed); "
+            f"{summary.concepts:,} concepts now",
+        )
     )
     if summary.tagged:
         console.print(
             "--text-only: image_count and integrated_count of the new concepts are NULL; "
-            f"`freqscan add-concepts {escape(out)} FILE` without it tags their images.",
+            f"`freqscan add-concepts {out} FILE` without it tags their images.",
             soft_wrap=True,
         )
     console.print(
-        f"Updated in [bold]{summary.out}[/]: frequencies and shard_counts (+ the new concepts), "
-        "shards (text_hits); hits and caption_keys are unchanged, so hits lists no sample of the "
-        "new concepts (`freqscan show` prints no example captions for them); runs has the new "
-        f"run (kind add-concepts). The enlarged concept set, which `freqscan recount` uses: "
-        f"{escape(summary.concept_file or '')}",
+        styled(
+            "Updated in ",
+            (summary.out, "bold"),
+            ": frequencies and shard_counts (+ the new concepts), "
+            "shards (text_hits); hits and caption_keys are unchanged, so hits lists no sample of "
+            "the new concepts (`freqscan show` prints no example captions for them); runs has "
+            "the new run (kind add-concepts). The enlarged concept set, which `freqscan "
+            f"recount` uses: {summary.concept_file or ''}",
+        ),
         soft_wrap=True,
     )
     _print_added(out, summary)
@@ -729,6 +821,11 @@ def add_concepts(
 def _print_added(out: str, summary: AddConceptsSummary) -> None:
     """The new concepts' counts, most frequent in text first."""
     names = [name for name, _ in sorted(summary.added, key=lambda a: -a[1])][:20]
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    from freqscan.tables.store import OutputStore
+
     frequencies = OutputStore(out).snapshot(summary.run_id)["frequencies"]
     picked = pads.field("concept").isin(pa.array(names, pa.string()))
     rows = {r["concept"]: r for r in frequencies.to_table(filter=picked).to_pylist()}
@@ -738,10 +835,10 @@ def _print_added(out: str, summary: AddConceptsSummary) -> None:
     top = Table("concept", *columns, title="New concepts")
     for name in names:
         top.add_row(
-            escape(name),
+            name,
             *("NULL" if rows[name][c] is None else f"{rows[name][c]:,}" for c in columns),
         )
-    console.print(top)
+    print_table(top)
     if len(summary.added) > len(names):
         console.print(f"... and {len(summary.added) - len(names):,} more (all in frequencies)")
 
@@ -752,10 +849,12 @@ def history(
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
     """List the output's versions oldest first (every succeeded run, numbered) and failed runs."""
+    from freqscan.history import output_history
+
     try:
         runs = output_history(out)
-    except USER_ERRORS as exc:
-        _fail(exc)
+    except UserError as exc:
+        fail(exc)
     if csv_out:
         _print_csv(runs)
         return
@@ -777,7 +876,7 @@ def history(
             for name in ("image\nhits", "integrated\nhits", "misalign-\nment")
             if tagged
         ),
-        title=f"Versions of {escape(out)}",
+        title=f"Versions of {out}",
         box=box.SIMPLE_HEAD,
         padding=(0, 1, 0, 0),
         show_edge=False,
@@ -802,9 +901,9 @@ def history(
         )
         table.add_row(
             "" if row["version"] is None else str(row["version"]),
-            f"{row['run_id']}\n[dim]{row['finished_at']:%Y-%m-%d %H:%M:%S}[/]",
+            styled(f"{row['run_id']}\n", (f"{row['finished_at']:%Y-%m-%d %H:%M:%S}", "dim")),
             kind,
-            escape(row["dataset"] or ""),
+            row["dataset"] or "",
             shards,
             _number(row["samples_counted"]),
             _number(row["text_hits"]),
@@ -812,11 +911,11 @@ def history(
             *(image if tagged else ()),
             style="red" if row["version"] is None else None,
         )
-    console.print(table)
+    print_table(table)
     console.print("input:")
     for row in rows:
         label = row["run_id"] if row["version"] is None else row["version"]
-        console.print(f"  {label}  {escape(row['input'] or '')}", highlight=False, soft_wrap=True)
+        console.print(f"  {label}  {row['input'] or ''}", soft_wrap=True)
 
 
 @app.command()
@@ -836,37 +935,41 @@ def diff(
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
     """The concepts whose counts moved most between two versions of an output."""
+    from freqscan.history import diff_versions
+
     try:
         result = diff_versions(out, from_version, to_version, by, top)
-    except USER_ERRORS as exc:
-        _fail(exc)
+    except UserError as exc:
+        fail(exc)
     header = (
         f"{result.column}: {result.old.describe()} -> {result.new.describe()}: "
         f"{result.changed:,} concepts changed, {result.added:,} new, {result.removed:,} removed"
     )
     if csv_out:
-        err.print(escape(header), highlight=False, soft_wrap=True)  # stdout stays plain CSV
+        err.print(header, soft_wrap=True)  # stdout stays plain CSV
         _print_csv(result.changes)
         return
-    console.print(escape(header), highlight=False, soft_wrap=True)
+    console.print(header, soft_wrap=True)
     table = Table("concept", "status", "old", "new", "change", "relative")
     for row in result.changes.to_pylist():
         relative = row["relative_change"]
         table.add_row(
-            escape(row["concept"]),
+            row["concept"],
             row["status"],
             _number(row["old"]),
             _number(row["new"]),
             f"{row['change']:+,}",
             "" if relative is None else f"{relative:+.1%}",
         )
-    console.print(table)
+    print_table(table)
 
 
 def _pinned_run(out: str, run: str | None, version: int | None) -> str | None:
     """The run id that --run or --version names; None: the latest."""
     if run is not None and version is not None:
-        _fail("--run and --version both choose what to read: pass one of them")
+        fail("--run and --version both choose what to read: pass one of them")
+    from freqscan.history import resolve_version
+
     return resolve_version(out, str(version)).run_id if version is not None else run
 
 
@@ -885,15 +988,15 @@ def _find_concept(rows: list[dict], name: str) -> dict:
 
     close = difflib.get_close_matches(name, [r["concept"] for r in rows], n=5)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    _fail(f"concept {name!r} is not in this output's concept set{hint}")
+    fail(f"concept {name!r} is not in this output's concept set{hint}")
 
 
 def _print_table(result: pa.Table) -> None:
     table = Table(*result.column_names)
     for row in result.to_pylist():
         table.add_row(*("" if v is None else str(v) for v in row.values()))
-    console.print(table)
-    console.print(f"[dim]{result.num_rows:,} row(s)[/]")
+    print_table(table)
+    console.print(styled((f"{result.num_rows:,} row(s)", "dim")))
 
 
 def _print_csv(result: pa.Table) -> None:
@@ -903,9 +1006,44 @@ def _print_csv(result: pa.Table) -> None:
         writer.writerow(row.values())
 
 
-def _fail(exc: Exception | str) -> None:
-    err.print("[bold red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+@app.command()
+def gc(
+    out: Annotated[str, typer.Argument(help="Output directory of a count.")],
+    dry_run: Annotated[
+        bool, typer.Option(help="List what would be removed, with its size; remove nothing.")
+    ] = False,
+    include_unfinished: Annotated[
+        bool,
+        typer.Option(
+            help="Also remove what killed runs left for a resume (re-running their command "
+            "then starts over)."
+        ),
+    ] = False,
+) -> None:
+    """Remove files no version of the output references, and progress no run can resume.
+
+    Every version stays readable (history, diff, query --version). A killed run's progress is
+    kept while re-running its command would resume it. Runs under the output's writer lease.
+    """
+    from freqscan.garbage import collect_garbage
+
+    try:
+        result = collect_garbage(out, dry_run=dry_run, include_unfinished=include_unfinished)
+    except UserError as exc:
+        fail(exc)
+    verb = "would remove" if dry_run else "removed"
+    for item in result.removed:
+        console.print(f"{verb} {item.path} ({item.size:,} bytes): {item.reason}", soft_wrap=True)
+    for run_id in result.kept_unfinished:
+        console.print(
+            f"kept what unfinished run {run_id} left: re-running its command resumes it "
+            "(--include-unfinished removes it)",
+            soft_wrap=True,
+        )
+    console.print(
+        f"{result.out}: {verb} {len(result.removed):,} files and folders, {result.size:,} bytes",
+        soft_wrap=True,
+    )
 
 
 # Evaluation jobs live in their own package; registered last so `--help` lists them last.

@@ -21,11 +21,13 @@ from typing import Any
 
 import fsspec
 
+from freqscan.errors import UserError
+
 PAPER_SET = "paper"
 _DATA = "freqscan.data"
 
 
-class ConceptSetError(ValueError):
+class ConceptSetError(UserError, ValueError):
     """A concept file cannot be loaded; the message says why and what format is expected."""
 
 
@@ -104,7 +106,8 @@ def load_concepts(path: str | None = None) -> ConceptSet:
             concept per line, ``#`` comments), ``.csv`` (a ``concept`` column, optional
             ``datasets`` separated by ``;``) or ``.json`` file (a list of names, a list of
             ``{"concept", "datasets", "descriptions"}`` objects, or a mapping of name to
-            descriptions as in the paper's ``gpt_descriptions`` files).
+            descriptions as in the paper's ``gpt_descriptions`` files). UTF-8, with or
+            without the byte-order mark Windows editors write.
     """
     if path is None or path == PAPER_SET:
         return _paper_set()
@@ -115,7 +118,8 @@ def load_concepts(path: str | None = None) -> ConceptSet:
             f"{path}: unknown concept file type {suffix!r}; use .txt, .csv or .json"
         )
     try:
-        with fsspec.open(path, "rt", encoding="utf-8") as fh:
+        # utf-8-sig drops a byte-order mark, which would otherwise start the first name.
+        with fsspec.open(path, "rt", encoding="utf-8-sig") as fh:
             text = fh.read()
     except FileNotFoundError as exc:
         raise ConceptSetError(f"{path}: concept file not found") from exc

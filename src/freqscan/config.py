@@ -8,21 +8,26 @@ read environment variables or globals.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from freqscan.errors import UserError
 
 Format = Literal["webdataset", "parquet"]
 Method = Literal["paper", "normalized"]
 TaggerName = Literal["rampp", "rampp-closed", "openclip"]
 DescriptionMode = Literal["reweight", "mean"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+OnDuplicateShards = Literal["warn", "fail"]
 
 FORMATS: tuple[str, ...] = typing.get_args(Format)
 METHODS: tuple[str, ...] = typing.get_args(Method)
 TAGGERS: tuple[str, ...] = typing.get_args(TaggerName)
 DESCRIPTION_MODES: tuple[str, ...] = typing.get_args(DescriptionMode)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+ON_DUPLICATE_SHARDS: tuple[str, ...] = typing.get_args(OnDuplicateShards)
 
 # The paper's decision threshold for RAM++ probabilities, and the grid it also reports (every
 # run stores counts at each grid value at or above the score floor).
@@ -44,10 +49,37 @@ DEFAULT_SPACY_BATCH_SIZE = 256
 # Web captions repeat a lot ("Image", "Untitled", stock-photo boilerplate); a per-worker cache of
 # caption -> keys skips re-parsing them. Entries are small, so 100k entries is a few tens of MB.
 DEFAULT_CAPTION_CACHE_SIZE = 100_000
+# Shards holding the same sample keys (a copied or re-uploaded shard counts its samples twice)
+# are reported and the run commits, as failed shards are by default: removing the copy and
+# running `recount` then reads nothing again, while failing would discard a whole count, and a
+# partial overlap need not be an error of the data.
+DEFAULT_ON_DUPLICATE_SHARDS: OnDuplicateShards = "warn"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is invalid; the message says which and what is allowed."""
+
+
+def absolute_location(location: str) -> str:
+    """``location`` independent of the working directory: a local path or glob made absolute
+    (``~`` expanded, as fsspec does when it opens one), a URL (``s3://...``) as it is.
+
+    A run records its config, and ``recount`` or a resumed run may start from another directory.
+    """
+    return location if "://" in location else os.path.abspath(os.path.expanduser(location))
+
+
+def path_or_name(value: str | None) -> str | None:
+    """A file as :func:`absolute_location` makes it; a built-in name as it is.
+
+    Used where a setting takes either: concept sets (a ``.txt``/``.csv``/``.json`` file, or
+    ``paper``, ``rampp``), open_clip models (a config ``.json``, or ``ViT-B-16``) and their
+    weights (a ``.bin``/``.pt`` file, or a tag like ``openai``). Files have a suffix; none of
+    the built-in names has a dot.
+    """
+    if value is None or not os.path.splitext(value)[1]:
+        return value
+    return absolute_location(value)
 
 
 @dataclass(frozen=True)
@@ -55,7 +87,8 @@ class SourceConfig:
     """Where the samples come from and how to read them.
 
     Args:
-        input: Paths, directories or globs (local or any fsspec URL such as ``s3://``).
+        input: Paths, directories or globs (local or any fsspec URL such as ``s3://``); local
+            ones are made absolute.
         format: ``webdataset`` (img2dataset tar shards) or ``parquet`` (caption parquet).
         caption_column: Parquet column holding the caption.
         url_column: Parquet column holding the URL; ``None`` when the shards have none.
@@ -73,6 +106,7 @@ class SourceConfig:
     def __post_init__(self) -> None:
         if not self.input:
             raise ConfigError("input: give at least one path, directory or glob")
+        object.__setattr__(self, "input", tuple(absolute_location(p) for p in self.input))
         if self.format not in FORMATS:
             raise ConfigError(f"format: {self.format!r} is not one of {', '.join(FORMATS)}")
         if self.max_caption_chars <= 0:
@@ -156,6 +190,11 @@ class ImageConfig:
     def __post_init__(self) -> None:
         if self.tagger not in TAGGERS:
             raise ConfigError(f"tagger: {self.tagger!r} is not one of {', '.join(TAGGERS)}")
+        # Recorded in runs.config and read back by recount, maybe from another directory.
+        for name in ("text_encoder", "text_encoder_pretrained"):
+            object.__setattr__(self, name, path_or_name(getattr(self, name)))
+        if self.checkpoint:
+            object.__setattr__(self, "checkpoint", absolute_location(self.checkpoint))
         if self.tagger != "openclip" and not self.checkpoint:
             raise ConfigError(
                 f"tagger {self.tagger} needs --checkpoint (ram_plus_swin_large_14m.pth)"
@@ -225,16 +264,23 @@ class CountConfig:
 
     Args:
         source: Input shards.
-        out: Output directory (local path or fsspec URL) holding the tables.
+        out: Output directory (local path or fsspec URL) holding the tables; a local one is
+            made absolute.
         dataset_name: Name recorded in provenance; defaults to the input's last path part.
-        concepts: Concept file (txt, csv or json); ``None`` is the paper's 4,070 concepts.
+        concepts: Concept file (txt, csv or json; a local one is made absolute); ``None`` is the
+            paper's 4,070 concepts.
         text: Text search settings.
         image: Image tagging settings; ``None`` counts captions only.
         runtime: Ray settings; they do not change the counts.
         max_failed_shards: More failed shards than this make the run fail: nothing is committed
             and the previous run stays current. ``None`` never fails a run for failed shards.
+        on_duplicate_shards: ``warn`` reports shards holding sample keys of another shard
+            (:mod:`freqscan.counting.duplicates`) and commits; ``fail`` makes such a run fail
+            like ``max_failed_shards``. Decides no count.
         config_file: The job config file the options came from (``count --config``), recorded
             so a run can be traced to its file; the options themselves are recorded above.
+        force: Count into an output whose current run counted another input or configuration,
+            as its next version; without it such a count is refused. Decides no count.
     """
 
     source: SourceConfig
@@ -245,11 +291,20 @@ class CountConfig:
     image: ImageConfig | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     max_failed_shards: int | None = None
+    on_duplicate_shards: OnDuplicateShards = DEFAULT_ON_DUPLICATE_SHARDS
     config_file: str | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "out", absolute_location(self.out))
+        object.__setattr__(self, "concepts", path_or_name(self.concepts))
         if self.max_failed_shards is not None and self.max_failed_shards < 0:
             raise ConfigError("max_failed_shards must be >= 0")
+        if self.on_duplicate_shards not in ON_DUPLICATE_SHARDS:
+            raise ConfigError(
+                f"on_duplicate_shards: {self.on_duplicate_shards!r} is not one of "
+                f"{', '.join(ON_DUPLICATE_SHARDS)}"
+            )
         if self.image is not None and self.source.format != "webdataset":
             raise ConfigError(
                 f"--tagger needs images: {self.source.format} shards hold captions only; "

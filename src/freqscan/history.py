@@ -19,17 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
+from freqscan.names import COUNT_COLUMNS, LATEST, PREVIOUS
 from freqscan.storage import delta_storage_options
 from freqscan.tables.store import RUN_FAILED, RUN_SUCCEEDED, OutputError, OutputStore
-
-LATEST = "latest"
-PREVIOUS = "previous"
-# `diff --by` -> the frequencies column it compares.
-COUNT_COLUMNS: dict[str, str] = {
-    "text": "text_count",
-    "image": "image_count",
-    "integrated": "integrated_count",
-}
 
 HISTORY = pa.schema(
     [

@@ -7,6 +7,9 @@ half-committed run.
 Other outputs can be attached next to the main one: each becomes a DuckDB schema holding the
 same views (``cc3m.frequencies``, ``cc3m.hits``...), so one query can join two datasets or two
 versions of one dataset.
+
+A query is read-only and sees only those views: it must be one SELECT (DuckDB's parser decides),
+and once the views exist the connection reaches no file, extension or Python object.
 """
 
 from __future__ import annotations
@@ -18,25 +21,38 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from freqscan.errors import UserError
 from freqscan.history import resolve_version
+from freqscan.names import VIEWS
 from freqscan.tables.store import OutputStore
 
-# Views every query can use, in the order `freqscan query --help` lists them.
-VIEWS: tuple[str, ...] = ("frequencies", "shards", "hits", "runs", "shard_counts")
+# The one statement type a query may be. It covers WITH, FROM-first, VALUES, DESCRIBE, SHOW,
+# SUMMARIZE, UNPIVOT and PIVOT with an IN list (without one, PIVOT first creates a type). EXPLAIN is
+# left out because EXPLAIN ANALYZE runs whatever it wraps (CREATE TABLE too); PRAGMA and CALL
+# because some set options, and their table functions can be selected from instead.
+QUERY_STATEMENT = duckdb.StatementType.SELECT
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names DuckDB already gives a catalog or schema; an attached output may not shadow them.
 _RESERVED = frozenset({"main", "temp", "memory", "system", "information_schema", "pg_catalog"})
 
 
-class AttachError(ValueError):
+class AttachError(UserError, ValueError):
     """An ``--attach`` option or ``attach`` entry that cannot name a schema or an output."""
+
+
+class QueryError(UserError, ValueError):
+    """SQL that is not one read-only query over the views, or that reaches outside them."""
 
 
 def connect(
     out: str, run_id: str | None = None, attach: Mapping[str, str] | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with one view per table of ``out`` (latest or given run).
+    """A read-only DuckDB connection with one view per table of ``out`` (latest or given run).
+
+    Once the views exist the connection can read no file (``read_csv``, ``COPY``, ``ATTACH``),
+    load no extension and see no Python object, and its configuration is locked so that no
+    statement can undo that.
 
     Args:
         out: The output directory.
@@ -61,6 +77,7 @@ def connect(
             pinned = resolve_version(where, version).run_id if version else None
             con.execute(f'CREATE SCHEMA "{name}"')
             _create_views(con, OutputStore(where).snapshot(pinned), name)
+        _lock(con)
     except BaseException:
         con.close()
         raise
@@ -108,19 +125,67 @@ def _create_views(
     # A relation's view is created in the current schema and keeps its dataset alive.
     con.execute(f'USE "{schema}"')
     for name in VIEWS:
-        con.from_arrow(snapshot[name]).create_view(name)
+        if name in snapshot:  # outputs written before caption_keys existed lack it
+            con.from_arrow(snapshot[name]).create_view(name)
     con.execute("USE main")
+
+
+def _lock(con: duckdb.DuckDBPyConnection) -> None:
+    # The views scan their Arrow datasets through pyarrow, which this setting does not govern;
+    # it also turns off DuckDB's scans of Python variables by name.
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def run_query(
     out: str, sql: str, run_id: str | None = None, attach: Mapping[str, str] | None = None
 ) -> pa.Table:
-    """Run ``sql`` over the output's views (and attached outputs'); the result as Arrow."""
+    """Run one query over the output's views (and attached outputs'); the result as Arrow.
+
+    Args:
+        out: The output directory.
+        sql: One SELECT statement (see :data:`QUERY_STATEMENT`); a trailing ``;`` is fine.
+        run_id: Read ``out`` as of this run; the latest succeeded run by default.
+        attach: Other outputs as schemas, as in :func:`connect`.
+
+    Raises:
+        QueryError: ``sql`` is empty, holds more than one statement or one that is not a
+            query, or reaches a file, extension or setting.
+        AttachError: As in :func:`connect`.
+        OutputError: An output or a version does not exist.
+        duckdb.Error: The query fails otherwise (syntax, unknown column...).
+    """
+    statement = _one_query(sql)
     con = connect(out, run_id, attach)
     try:
-        return con.sql(sql).to_arrow_table()
+        return con.sql(statement).to_arrow_table()
+    except duckdb.PermissionException as exc:
+        raise QueryError(
+            f"refused: a query reads only the output's views, no file or extension ({exc})"
+        ) from None
     finally:
         con.close()
+
+
+def _one_query(sql: str) -> duckdb.Statement:
+    """The one read-only statement ``sql`` holds, parsed by DuckDB.
+
+    Raises:
+        QueryError: ``sql`` is empty, or holds more than one statement or one that is not a query.
+        duckdb.ParserException: ``sql`` is not valid SQL.
+    """
+    statements = duckdb.extract_statements(sql)
+    if not statements:
+        raise QueryError(f"empty query: give one SELECT statement over {', '.join(VIEWS)}")
+    if len(statements) > 1:
+        raise QueryError(f"{len(statements)} statements given: run one query at a time")
+    statement = statements[0]
+    if statement.type != QUERY_STATEMENT:
+        raise QueryError(
+            "only SELECT queries are run (also WITH, DESCRIBE, SHOW, SUMMARIZE, PIVOT ... IN); "
+            f"this is a {statement.type.name} statement"
+        )
+    return statement
 
 
 def concept_examples(con: duckdb.DuckDBPyConnection, concept_id: int, limit: int) -> pa.Table:

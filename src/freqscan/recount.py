@@ -5,7 +5,9 @@ listed. Listing the input again sorts the shards into added, changed, removed an
 Unchanged shards keep what the current run counted for them, read back from its tables (outcome
 from ``shards``, counts from ``shard_counts``, hits file from ``hits``); added and changed shards
 go through the count job; removed ones drop out. The result is committed like any count, as a
-new run of kind ``recount``, and equals a fresh full count of the input as it is now.
+new run of kind ``recount``, and equals a fresh full count of the input as it is now. An
+unchanged shard that failed stays failed, with its reason, unless ``retry_failed`` reads it
+again: else a scheduled recount would commit the same counts as a new version on every run.
 
 A recount only reuses counts made with the same configuration: the run fingerprints
 (:attr:`freqscan.runtime.pipeline.RunPlan.fingerprint`) must match, else the differences are
@@ -26,8 +28,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from freqscan.config import CountConfig
+from freqscan.counting.duplicates import KeySummary
 from freqscan.counting.shard import ShardOutcome
 from freqscan.counting.tally import ShardTally
+from freqscan.fingerprint import fingerprint_differences
 from freqscan.records import SHARD_OK, ShardInfo, ShardStats
 from freqscan.runtime.pipeline import Progress, Reuse, RunSummary, execute, plan_run
 from freqscan.tables.progress import ShardResult
@@ -46,10 +50,12 @@ class RecountPlan:
     Args:
         parent_run_id: The run the recount starts from.
         added: Shards listed now that the run did not count.
-        changed: Shards whose size, mtime or etag differ from the run's (or that failed in it).
+        changed: Shards whose size, mtime or etag differ from the run's (and, to retry them,
+            shards that failed in it).
         removed: Paths the run counted that are no longer listed.
-        unchanged: Shards whose counts are taken over.
+        unchanged: Shards whose counts, or failure, are taken over.
         estimated_seconds: The parent run's seconds per byte times the bytes to read.
+        failed: The unchanged shards that failed in the run: they stay failed.
     """
 
     parent_run_id: str
@@ -58,6 +64,7 @@ class RecountPlan:
     removed: tuple[str, ...]
     unchanged: tuple[ShardInfo, ...]
     estimated_seconds: float | None = None
+    failed: tuple[ShardInfo, ...] = ()
 
     @property
     def to_read(self) -> tuple[ShardInfo, ...]:
@@ -87,6 +94,7 @@ def recount(
     *,
     dry_run: bool = False,
     full: bool = False,
+    retry_failed: bool = False,
     progress: Progress | None = None,
 ) -> RecountResult:
     """Recount ``out``'s input as it is now, reading only what changed since its current run.
@@ -97,6 +105,7 @@ def recount(
             (e.g. ``{"source.input": ("s3://b/new/*.tar",), "runtime.num_workers": 4}``).
         dry_run: Plan only: list shards, compare, estimate; commit nothing.
         full: Read every shard again (required when the configuration changed).
+        retry_failed: Read the shards that failed in the current run again, changed or not.
         progress: Optional progress reporter.
 
     Raises:
@@ -116,7 +125,9 @@ def recount(
             "the new configuration (as a new version of this output)"
         )
     parent_shards = store.snapshot(parent["run_id"])["shards"].to_table().to_pylist()
-    plan = plan_recount(parent_shards, run_plan.shards, parent, full=full)
+    plan = plan_recount(
+        parent_shards, run_plan.shards, parent, full=full, retry_failed=retry_failed
+    )
     if dry_run or plan.nothing_to_do:
         return RecountResult(plan, differences)
     grid = run_plan.image.thresholds.known_grid if run_plan.image else ()
@@ -153,11 +164,13 @@ def plan_recount(
     listed: Sequence[ShardInfo],
     parent: dict[str, Any],
     full: bool = False,
+    retry_failed: bool = False,
 ) -> RecountPlan:
     """Compare the shards listed now with the ``shards`` rows of the run recounted.
 
-    A shard the run recorded as failed counts as changed: it is read again. With ``full`` every
-    shard the run counted counts as changed.
+    An unchanged shard the run recorded as failed is unchanged: reading the same bytes again
+    fails again. With ``retry_failed`` it counts as changed (a failure may have been the
+    store's), and with ``full`` every shard the run counted does.
     """
     before = {r["shard"]: r for r in parent_shards}
     added, changed, unchanged = [], [], []
@@ -165,7 +178,11 @@ def plan_recount(
         row = before.get(shard.path)
         if row is None:
             added.append(shard)
-        elif full or row["status"] != SHARD_OK or _fingerprint(row) != _listed(shard):
+        elif (
+            full
+            or (retry_failed and row["status"] != SHARD_OK)
+            or _fingerprint(row) != _listed(shard)
+        ):
             changed.append(shard)
         else:
             unchanged.append(shard)
@@ -179,6 +196,7 @@ def plan_recount(
         removed,
         tuple(unchanged),
         _estimate(parent, sum(r["size"] for r in before.values()), to_read),
+        tuple(s for s in unchanged if before[s.path]["status"] != SHARD_OK),
     )
 
 
@@ -193,29 +211,6 @@ def _fingerprint(row: dict[str, Any]) -> tuple[int, float | None, str | None]:
 
 def _listed(shard: ShardInfo) -> tuple[int, float | None, str | None]:
     return (shard.size, shard.mtime, shard.etag)
-
-
-def fingerprint_differences(before: str | None, now: str) -> list[str]:
-    """``key: old -> new`` for every setting that decides counts and differs between two run
-    fingerprints (:attr:`freqscan.runtime.pipeline.RunPlan.fingerprint`)."""
-    if before is None:
-        return ["the current run recorded no fingerprint (written by an older freqscan)"]
-    old, new = _flatten(json.loads(before)), _flatten(json.loads(now))
-    return [
-        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def previous_results(
@@ -313,4 +308,10 @@ def _outcome(row: dict[str, Any]) -> ShardOutcome:
         row["error_reason"],
         row["error"],
         row["read_attempts"] or 1,
+        # A run of an older freqscan kept no key summaries: its shards are not compared.
+        key_summary=(
+            KeySummary(row["key_digest"], tuple(row["key_sketch"]))
+            if row.get("key_digest")
+            else None
+        ),
     )

@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 from freqscan.concepts import Concept, ConceptSet
 from freqscan.config import CountConfig
 from freqscan.counting.tally import ShardTally, Thresholds, tally
+from freqscan.fingerprint import with_threshold
 from freqscan.records import SHARD_OK
 from freqscan.tables.build import (
     frequencies_table,
@@ -192,14 +193,5 @@ def _run_row(
         "misalignment_degree": degree,
         "config": json.dumps(config.to_dict(), sort_keys=True),
         "table_versions": json.dumps(versions, sort_keys=True),
-        "fingerprint": _with_threshold(parent.get("fingerprint"), threshold),
+        "fingerprint": with_threshold(parent.get("fingerprint"), threshold),
     }
-
-
-def _with_threshold(fingerprint: str | None, threshold: float) -> str | None:
-    """The parent's run fingerprint at the new threshold: what a count at it would record."""
-    if fingerprint is None:
-        return None
-    counted = json.loads(fingerprint)
-    counted["image"]["threshold"] = threshold
-    return json.dumps(counted, sort_keys=True)

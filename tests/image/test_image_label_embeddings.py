@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from freqscan.concepts import Concept, ConceptSet
 from freqscan.image import label_embeddings as le
+from freqscan.image.errors import ImageSetupError
 from freqscan.image.label_embeddings import (
     LabelEmbeddings,
     build_label_embeddings,
@@ -155,7 +156,8 @@ def test_openai_tag_builds_with_quick_gelu(monkeypatch):
         raise RuntimeError("no download in tests")
 
     monkeypatch.setattr(open_clip, "create_model", fake_create_model)
-    with pytest.raises(RuntimeError, match="no download"):
+    # A tag whose weights cannot be fetched is a user's error, with open_clip's reason.
+    with pytest.raises(ImageSetupError, match=r"could not fetch .*\(no download in tests\)"):
         load_clip(TextEncoderSpec())
     assert seen["name"] == "ViT-B-16" and seen["pretrained"] == "openai"
     assert seen["force_quick_gelu"] is True

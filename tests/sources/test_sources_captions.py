@@ -25,3 +25,17 @@ from freqscan.sources.captions import decode_caption
 )
 def test_decode_caption(raw, expected):
     assert decode_caption(raw, max_chars=10) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("\ufeffdog".encode(), ("dog", None)),  # a .txt member written by a Windows editor
+        ("\ufeffdog", ("dog", None)),  # a text column
+        ("\ufeff \n".encode(), (None, "empty_caption")),
+        ("\ufeff" + "x" * 10, ("x" * 10, None)),  # the mark is no character of the caption
+        ("a\ufeffb", ("a\ufeffb", None)),  # only a leading one is an encoding's mark
+    ],
+)
+def test_a_leading_byte_order_mark_is_dropped(raw, expected):
+    assert decode_caption(raw, max_chars=10) == expected

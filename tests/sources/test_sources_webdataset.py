@@ -6,6 +6,7 @@ import io
 import json
 import os
 import random
+import re
 import tarfile
 from pathlib import Path
 
@@ -82,6 +83,16 @@ def test_invalid_or_odd_json_keeps_the_txt_caption(tmp_path):
     ]
 
 
+def test_a_json_member_with_a_byte_order_mark_is_read(tmp_path):
+    meta = '{"caption": "two cats", "url": "http://x/2.jpg"}'
+    write_webdataset_shard(
+        tmp_path / "s.tar", [{"key": "a", "json": "\ufeff" + meta, "jpg": b"\xff\xd8"}]
+    )
+    assert read(tmp_path / "s.tar") == [
+        Sample("a", "two cats", url="http://x/2.jpg", metadata=meta)
+    ]
+
+
 def test_keys_follow_the_webdataset_convention(tmp_path):
     write_webdataset_shard(
         tmp_path / "s.tar",
@@ -111,6 +122,41 @@ def test_a_reappearing_key_is_yielded_again(tmp_path):
         ("a", "one"),
         ("b", "two"),
         ("a", "three"),
+    ]
+
+
+def test_a_sample_written_twice_in_a_row_is_yielded_twice(tmp_path):
+    write_webdataset_shard(
+        tmp_path / "s.tar",
+        [
+            {"key": "a", "txt": "first", "jpg": b"1"},
+            {"key": "a", "txt": "second", "jpg": b"2"},
+            {"key": "b", "txt": "other", "jpg": b"3"},
+            # Only the image again: a new sample too, even though its image is not read.
+            {"key": "b", "jpg": b"4"},
+        ],
+    )
+    assert [m.name for m in tarfile.open(tmp_path / "s.tar")] == [
+        "a.jpg",
+        "a.txt",
+        "a.jpg",
+        "a.txt",
+        "b.jpg",
+        "b.txt",
+        "b.jpg",
+    ]
+    assert read(tmp_path / "s.tar") == [
+        Sample("a", "first"),
+        Sample("a", "second"),
+        Sample("b", "other"),
+        Sample("b", None, skip="missing_caption"),
+    ]
+    with_images = list(read_shard(shard(tmp_path / "s.tar"), CONFIG, images=True))
+    assert [(s.key, s.caption, s.image) for s in with_images] == [
+        ("a", "first", b"1"),
+        ("a", "second", b"2"),
+        ("b", "other", b"3"),
+        ("b", None, b"4"),
     ]
 
 
@@ -280,5 +326,6 @@ def test_check_source_refuses_a_first_shard_that_is_not_a_tar(tmp_path, ten_samp
     # A truncated first shard is a data defect the job reports per shard, not a refusal.
     truncate_file(ten_samples, 100)
     check_source([shard(ten_samples)], CONFIG)
-    with pytest.raises(InputError, match="no shards to read in unused"):
+    # The config makes its local input absolute.
+    with pytest.raises(InputError, match=f"no shards to read in {re.escape(CONFIG.input[0])}"):
         check_source([], CONFIG)

@@ -14,7 +14,9 @@ in several attempts yields and counts exactly what one undisturbed read would.
 
 Every counted sample's caption keys are kept too (also afresh per read) and, once the shard's
 last read succeeded, written as one file (schema :data:`~freqscan.tables.schemas.CAPTION_KEYS`)
-announced in the outcome, so that concepts added later are counted without parsing again.
+announced in the outcome, so that concepts added later are counted without parsing again. The
+outcome also summarises those keys (:mod:`freqscan.counting.duplicates`), so that the driver finds
+shards holding another shard's samples.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 
 from freqscan.config import SourceConfig
+from freqscan.counting.duplicates import KeySummary, keys_identify_samples
 from freqscan.image.input import ImageInput
 from freqscan.records import (
     IMAGE_MISSING,
@@ -89,6 +92,8 @@ class ShardOutcome:
         read_attempts: Reads of the shard made (more than 1 after transient failures).
         caption_keys: The shard's caption keys file, written by the reader; ``None`` when it
             failed or its reader keeps no keys.
+        key_summary: Summary of its counted sample keys; ``None`` when it failed, counted no
+            sample, its keys are row indices, or it was counted before summaries were kept.
     """
 
     shard: str
@@ -101,6 +106,7 @@ class ShardOutcome:
     error: str | None = None
     read_attempts: int = 1
     caption_keys: DataFile | None = None
+    key_summary: KeySummary | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -118,6 +124,7 @@ class ShardOutcome:
                 "error": self.error,
                 "read_attempts": self.read_attempts,
                 "caption_keys": asdict(self.caption_keys) if self.caption_keys else None,
+                "key_summary": self.key_summary.to_dict() if self.key_summary else None,
             }
         )
 
@@ -138,6 +145,7 @@ class ShardOutcome:
             d["error"],
             d["read_attempts"],
             DataFile(**d["caption_keys"]) if d.get("caption_keys") else None,
+            KeySummary.from_dict(d["key_summary"]) if d.get("key_summary") else None,
         )
 
 
@@ -196,8 +204,12 @@ def read_shard_rows(
     if error is not None:
         outcome.status = SHARD_FAILED
         outcome.error_reason, outcome.error = error.reason, error.message
-    elif write_keys is not None:
-        outcome.caption_keys = write_keys(pa.concat_tables([CAPTION_KEYS.empty_table(), *keys]))
+    else:
+        counted = pa.concat_tables([CAPTION_KEYS.empty_table(), *keys])
+        if write_keys is not None:
+            outcome.caption_keys = write_keys(counted)
+        if keys_identify_samples(source):
+            outcome.key_summary = KeySummary.of(counted.column("key").to_pylist())
     outcome.rows = len(yielded)
     yield pa.Table.from_pylist(
         [{"shard": shard.path, "outcome": outcome.to_json()}], schema=SAMPLE_ROWS

@@ -12,26 +12,3 @@
 | `report` | one self-contained HTML page about an output |
 | `cli` | `eval_app` (loglinear, zeroshot, longtail, correlate) and `report` |
 """
-
-from freqscan.evaluation.binning import BinnedFit, RobustFit, paper_loglinear, robust_fit
-from freqscan.evaluation.sources import (
-    ConceptCounts,
-    EvalInputError,
-    Performance,
-    join,
-    load_counts,
-    load_performance,
-)
-
-__all__ = [
-    "BinnedFit",
-    "ConceptCounts",
-    "EvalInputError",
-    "Performance",
-    "RobustFit",
-    "join",
-    "load_counts",
-    "load_performance",
-    "paper_loglinear",
-    "robust_fit",
-]

@@ -8,11 +8,9 @@ known format) end with exit code 2 and one line on stderr, as in the rest of fre
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from freqscan.evaluation.sources import (
@@ -21,6 +19,7 @@ from freqscan.evaluation.sources import (
     PAPER_SOURCE,
     is_freqscan_output,
 )
+from freqscan.terminal import console, err, fail, print_table, styled
 
 eval_app = typer.Typer(
     help="Evaluation jobs on the frequency table: log-linear fits, zero-shot accuracy, "
@@ -29,19 +28,12 @@ eval_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_EVAL_OUT = "freqscan-eval"
 SOURCE_HELP = (
     f"freqscan output directory, '{PAPER_SOURCE}' (the paper's CC3M files shipped with "
     "freqscan), a directory of the paper's *_search_counts.json files, or a .json/.csv file"
 )
-
-
-def _fail(message: object) -> NoReturn:
-    err.print("[bold red]error:[/]", escape(str(message)), highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -65,13 +57,17 @@ def _default_out(counts: str, out: str | None) -> str:
 
 def _print_notes(notes) -> None:
     for note in notes:
-        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        err.print(styled(("note:", "yellow"), f" {note}"), soft_wrap=True)
+
+
+def _print_wrote_to(target: object) -> None:
+    console.print(styled("Wrote to ", (str(target), "bold"), ":"), soft_wrap=True)
 
 
 def _print_outputs(paths: dict, what: dict[str, str]) -> None:
     for key, path in paths.items():
         label = what.get(key) or what.get(key.split("_", 1)[0], "")
-        console.print(f"  {escape(str(path))}  [dim]{escape(label)}[/]", highlight=False)
+        console.print(styled(f"  {path}  ", (label, "dim")), soft_wrap=True)
 
 
 def _f(value: float | None, spec: str = ".2f") -> str:
@@ -153,7 +149,7 @@ def loglinear(
         target = _default_out(counts, out)
         paths = job.write_outputs(result, target)
     except _user_errors() as exc:
-        _fail(exc)
+        fail(exc)
     _print_notes(result.notes)
     table = Table(
         "model",
@@ -178,8 +174,8 @@ def loglinear(
             f"{_f(r.slope_per_decade)} [{_f(r.ci_low)}, {_f(r.ci_high)}]",
             _f(r.spearman_rho),
         )
-    console.print(table)
-    console.print(f"Wrote to [bold]{escape(str(target))}[/]:")
+    print_table(table)
+    _print_wrote_to(str(target))
     _print_outputs(
         paths,
         {
@@ -247,25 +243,28 @@ def zeroshot(
             model, pretrained, device=device, precision=precision, model_config=model_config
         )
         if not pretrained:
-            err.print("[yellow]note:[/] no --pretrained: the model has random weights")
+            err.print(styled(("note:", "yellow"), " no --pretrained: the model has random weights"))
         result = job.zero_shot(zs, data, modes, batch_size)
         paths = job.write_outputs(result, out)
     except _user_errors() as exc:
-        _fail(exc)
+        fail(exc)
     console.print(
-        f"[bold green]{escape(result.model_key)}[/] on {escape(result.dataset)}: "
-        f"{len(result.keys):,} images, {len(result.classnames):,} classes, "
-        f"{result.device}, {result.seconds:.1f}s"
+        styled(
+            (result.model_key, "bold green"),
+            f" on {result.dataset}: {len(result.keys):,} images, "
+            f"{len(result.classnames):,} classes, {result.device}, {result.seconds:.1f}s",
+        ),
+        soft_wrap=True,
     )
     if result.skipped:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(result.skipped.items()))
-        console.print(f"skipped samples: {escape(reasons)}")
+        console.print(f"skipped samples: {reasons}")
     for pr in result.prompts:
         console.print(
             f"  {pr.prompt} ({pr.templates} template(s)): top-1 {pr.overall:.2f}%, "
             f"mean per-class {sum(pr.accuracy.values()) / max(len(pr.accuracy), 1):.2f}%"
         )
-    console.print(f"Wrote to [bold]{escape(out)}[/]:")
+    _print_wrote_to(out)
     _print_outputs(
         paths,
         {
@@ -330,11 +329,11 @@ def longtail(
         target = _default_out(counts, out)
         paths = job.write_outputs(tail, selection, comparison, source, target)
     except _user_errors() as exc:
-        _fail(exc)
+        fail(exc)
     _print_notes(source.notes)
     found = sum(1 for _, n in tail.ranked if n > 0)
     console.print(
-        f"{escape(source.label)}: {tail.n_concepts:,} concepts, {found:,} found at least once; "
+        f"{source.label}: {tail.n_concepts:,} concepts, {found:,} found at least once; "
         f"top 10% hold {100 * tail.top_decile_mass:.1f}% of occurrences; median {tail.median:g}"
     )
     shares = ", ".join(f"<{t:,}: {100 * s:.1f}%" for t, s in tail.share_below.items())
@@ -350,11 +349,11 @@ def longtail(
     )
     if comparison:
         console.print(
-            f"vs {escape(compare or '')}: {len(comparison.overlap)} in both, "
+            f"vs {compare or ''}: {len(comparison.overlap)} in both, "
             f"{len(comparison.only_selected)} only selected, {len(comparison.only_reference)} "
             f"only in the reference (Jaccard {comparison.jaccard:.3f})"
         )
-    console.print(f"Wrote to [bold]{escape(str(target))}[/]:")
+    _print_wrote_to(str(target))
     _print_outputs(
         paths,
         {
@@ -394,15 +393,15 @@ def correlate(
         target = _default_out(a, out)
         paths = job.write_outputs(result, ca, cb, target)
     except _user_errors() as exc:
-        _fail(exc)
+        fail(exc)
     _print_notes([*ca.notes, *cb.notes])
     console.print(
-        f"{escape(result.label_a)} vs {escape(result.label_b)}: {result.n:,} concepts in both "
+        f"{result.label_a} vs {result.label_b}: {result.n:,} concepts in both "
         f"({result.only_a:,} only in the first, {result.only_b:,} only in the second); "
         f"Spearman rho {_f(result.spearman_rho, '.3f')}, "
         f"Pearson r of log10 counts {_f(result.pearson_log_r, '.3f')}"
     )
-    console.print(f"Wrote to [bold]{escape(str(target))}[/]:")
+    _print_wrote_to(str(target))
     _print_outputs(
         paths,
         {
@@ -431,11 +430,16 @@ def report(
     try:
         result = build_report(out, run_id=run, eval_dirs=eval_dir or (), html_path=html, top=top)
     except _user_errors() as exc:
-        _fail(exc)
+        fail(exc)
     _print_notes(result.notes)
     console.print(
-        f"Wrote [bold]{escape(str(result.path))}[/] (self-contained HTML): run "
-        f"{escape(result.run_id)} summary, long-tail plot, top and bottom {top} concepts by "
-        f"{escape(result.count_column)} of {result.concepts:,}, "
-        f"{len(result.eval_images)} eval plot(s) and {len(result.eval_tables)} log-linear table(s)."
+        styled(
+            "Wrote ",
+            (str(result.path), "bold"),
+            f" (self-contained HTML): run {result.run_id} summary, long-tail plot, top and "
+            f"bottom {top} concepts by {result.count_column} of {result.concepts:,}, "
+            f"{len(result.eval_images)} eval plot(s) and {len(result.eval_tables)} log-linear "
+            "table(s).",
+        ),
+        soft_wrap=True,
     )

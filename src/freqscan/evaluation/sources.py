@@ -16,6 +16,9 @@ Performance comes from the paper's zero-shot result JSONs (``<dataset>_<prompt>_
 
 Class names and concept names are matched exactly first, then case- and separator-insensitively
 (``great_white_shark`` = ``great white shark``), then through :data:`CLASS_ALIASES`.
+
+Files are read as UTF-8 with ``utf-8-sig``, so a byte-order mark (Windows editors write one)
+never becomes part of a column name or of the first concept.
 """
 
 from __future__ import annotations
@@ -207,7 +210,7 @@ class PaperFiles:
 
 def _read_json(path: Path) -> Any:
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             return json.load(fh)
     except (OSError, json.JSONDecodeError) as exc:
         raise EvalInputError(f"{path}: cannot read JSON ({exc})") from exc
@@ -404,7 +407,7 @@ def _counts_from_json(path: str, count_type: str) -> ConceptCounts:
 
 def _read_csv(path: str) -> list[dict[str, str]]:
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             return list(csv.DictReader(fh))
     except OSError as exc:
         raise EvalInputError(f"{path}: cannot read ({exc})") from exc
@@ -667,7 +670,7 @@ def read_concept_list(path: str) -> list[str]:
         text = ref.read_text(encoding="utf-8")
     else:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise EvalInputError(f"{path}: cannot read ({exc})") from exc
     if path.endswith(".csv"):

@@ -10,7 +10,8 @@ encoded once, in batches, on the GPU when there is one, and scored against every
 The output is the paper's result format (``<dataset>_<prompt>_results.json``: ``{model: {"full":
 accuracy, "classwise": {class: accuracy}}}``, accuracies in percent), so it feeds
 ``freqscan eval loglinear --performance`` directly; a CSV per class and one per image come with it.
-Unreadable images and samples without a class are counted and reported, never fatal.
+Unreadable images and samples without a class are counted and reported, never fatal. Template and
+class name files are UTF-8; a byte-order mark is dropped (``utf-8-sig``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def templates_for(mode: str) -> list[Callable[[str], str]]:
         raise EvalInputError(
             f"prompt mode {mode!r}: not one of {', '.join(PROMPT_MODES)} nor a template file"
         )
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     templates = [line for line in lines if line and not line.startswith("#")]
     bad = [t for t in templates if "{c}" not in t and "{}" not in t]
     if not templates or bad:
@@ -110,7 +111,7 @@ class LabelledSet:
 
 def read_classnames(path: str) -> list[str]:
     """Class names from a text file (one per line) or a JSON list."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")
     if path.endswith(".json"):
         data = json.loads(text)
         if not isinstance(data, list):
@@ -216,7 +217,7 @@ def webdataset(
 
 def _sample_class(parts: dict[str, bytes], class_field: str | None) -> Any:
     if "cls" in parts and class_field is None:
-        text = parts["cls"].decode("utf-8", "replace").strip()
+        text = parts["cls"].decode("utf-8-sig", "replace").strip()
         return int(text) if text.lstrip("-").isdigit() else (text or None)
     if "json" not in parts:
         return None
@@ -521,7 +522,7 @@ def write_outputs(result: ZeroShotResult, out: str | Path) -> dict[str, Path]:
         existing: dict = {}
         if path.is_file():
             try:
-                existing = json.loads(path.read_text(encoding="utf-8"))
+                existing = json.loads(path.read_text(encoding="utf-8-sig"))
             except json.JSONDecodeError:
                 existing = {}
         existing[result.model_key] = {"full": pr.overall, "classwise": pr.accuracy}

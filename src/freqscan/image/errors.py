@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from freqscan.errors import UserError
 
-class ImageSetupError(ValueError):
+
+class ImageSetupError(UserError, ValueError):
     """A checkpoint, open_clip model or weights file cannot be used; the message says why."""

@@ -22,6 +22,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from freqscan.image.errors import ImageSetupError
+
 TINY_CLIP_CONFIG = Path(
     str(resources.files("freqscan.image").joinpath("configs/freqscan-tiny-clip.json"))
 )
@@ -77,6 +79,7 @@ def load_clip(
 
     Raises:
         ValueError: Unknown model name, bad config file, unknown tag or missing weights file.
+        ImageSetupError: A tag's weights could not be downloaded (no network).
     """
     name, _ = _resolve_model(spec.model)
     kind, value = _resolve_weights(name, spec.pretrained)
@@ -91,6 +94,12 @@ def load_clip(
                 name, pretrained=pretrained, device=device, force_quick_gelu=quick_gelu
             )
     except RuntimeError as exc:
+        if kind == "tag":  # a known tag fails when its weights cannot be downloaded
+            raise ImageSetupError(
+                f"could not fetch the open_clip weights of {name!r} pretrained={value!r} "
+                f"({exc}); without network, download them elsewhere and pass the file: "
+                "--text-encoder-pretrained /models/open_clip_pytorch_model.bin"
+            ) from None
         if kind != "file":
             raise
         raise ValueError(f"{value}: weights do not fit open_clip model {name!r}: {exc}") from exc
@@ -139,7 +148,7 @@ def _resolve_model(model: str) -> tuple[str, Path | None]:
         return model, None
     path = Path(model)
     try:
-        config = json.loads(path.read_text("utf-8"))
+        config = json.loads(path.read_text("utf-8-sig"))  # a BOM from Windows editors
     except FileNotFoundError as exc:
         raise ValueError(f"{model}: model config file not found") from exc
     except json.JSONDecodeError as exc:

@@ -22,7 +22,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, Protocol
@@ -32,9 +32,13 @@ import pyarrow as pa
 from freqscan.concepts import ConceptSet, load_concepts
 from freqscan.config import CountConfig, ImageConfig, RuntimeConfig
 from freqscan.counting.assemble import ShardAssembler, ShardCount
+from freqscan.counting.duplicates import DuplicateShard, describe, find_duplicate_shards
 from freqscan.counting.tally import Thresholds
+from freqscan.errors import UserError
+from freqscan.fingerprint import fingerprint_differences, run_fingerprint
 from freqscan.image.input import ImageInput
 from freqscan.records import SHARD_OK, ShardInfo
+from freqscan.runtime.native_stderr import harmless_ray_lines_dropped
 from freqscan.runtime.worker import SHARD_TASK, ShardReadWorker
 from freqscan.sources import check_source
 from freqscan.sources.listing import list_shards
@@ -52,6 +56,7 @@ from freqscan.tables.store import (
     RUN_FAILED,
     RUN_SUCCEEDED,
     DataFile,
+    OutputError,
     OutputStore,
     write_data_file,
 )
@@ -66,7 +71,8 @@ class Progress(Protocol):
 
     def start(self, shards: int, done: int = 0) -> None: ...
 
-    def shard_done(self, samples_read: int) -> None: ...
+    # A failed shard reports 0 samples: its samples are not in the run's totals.
+    def shard_done(self, samples_read: int, failed: bool = False) -> None: ...
 
 
 @dataclass
@@ -97,21 +103,24 @@ class RunSummary:
     shards_reused: int = 0
     method: str = ""
     status: str = RUN_SUCCEEDED
+    # Counted shards holding sample keys of a shard listed before them: their samples count twice.
+    duplicate_shards: list[DuplicateShard] = field(default_factory=list)
+    # Why the run failed (status failed); None when it succeeded.
+    failure: str | None = None
 
 
 class RunFailedError(RuntimeError):
-    """More shards failed than ``--max-failed-shards`` allows; nothing was committed.
+    """The run broke ``--max-failed-shards`` or ``--on-duplicate-shards fail``; nothing was
+    committed.
 
     Args:
-        summary: What the run read, including the failed shards.
-        limit: The limit it broke.
+        summary: What the run read, including the failed and duplicate shards and its failure.
     """
 
-    def __init__(self, summary: RunSummary, limit: int) -> None:
+    def __init__(self, summary: RunSummary) -> None:
         super().__init__(
-            f"run {summary.run_id} failed: {len(summary.failed_shards)} shard(s) failed, more "
-            f"than --max-failed-shards {limit}; nothing was committed, the previous run stays "
-            "current"
+            f"run {summary.run_id} failed: {summary.failure}; nothing was committed, the previous "
+            "run stays current"
         )
         self.summary = summary
 
@@ -180,21 +189,13 @@ class RunPlan:
 
     @property
     def fingerprint(self) -> str:
-        """Everything that decides the run's counts, as canonical JSON: equal fingerprints, equal
-        results.
-
-        Where and how wide it runs (``runtime``), where it writes (``out``), when it counts as
-        failed and which config file set the options do not change the counts, so a killed run
-        may be resumed, or a recount started, with other settings for those. Recorded in
-        ``runs.fingerprint``.
-        """
-        counted = self.config.to_dict()
-        for irrelevant in ("runtime", "max_failed_shards", "out", "config_file"):
-            counted.pop(irrelevant)
-        counted["concept_set_hash"] = self.concepts.content_hash
-        counted["spacy"] = self.spacy_info
-        counted["tagger_checkpoint_sha256"] = self.image.checkpoint_sha256 if self.image else None
-        return json.dumps(counted, sort_keys=True)
+        """Everything that decides the run's counts (:mod:`freqscan.fingerprint`)."""
+        return run_fingerprint(
+            self.config,
+            self.concepts.content_hash,
+            self.spacy_info,
+            self.image.checkpoint_sha256 if self.image else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ class Reuse:
 
 def plan_run(config: CountConfig) -> RunPlan:
     """List the shards and check everything that can be refused, before any worker starts."""
+    OutputStore(config.out).check_writable()
     concepts = run_concepts(config)
     shards = list_shards(config.source.input, config.source.format)
     check_source(shards, config.source)
@@ -255,6 +257,8 @@ def execute(
     # Taken once the run is known to be valid: a refused run leaves no trace in the output.
     store = OutputStore(config.out)
     with OutputLease.acquire(store.out, new_run_id()) as lease:
+        if kind == "count" and not config.force:
+            refuse_another_configuration(store, plan.fingerprint)
         ended = {r["run_id"] for r in store.runs().to_pylist()} if store.exists() else set()
         state = RunProgress.open(store.out, plan.fingerprint, lease.holder, plan.shards, ended)
         if state.resumed:
@@ -270,7 +274,8 @@ def execute(
         t_count = time.perf_counter()
         results = dict(taken)
         if todo:
-            results.update(_count_on_ray(plan, todo, len(taken), state, progress))
+            with harmless_ray_lines_dropped():
+                results.update(_count_on_ray(plan, todo, len(taken), state, progress))
         count_seconds = time.perf_counter() - t_count
         done = [results[s.path] for s in plan.shards]
         lease.check()
@@ -287,8 +292,33 @@ def execute(
         summary.count_seconds = count_seconds
         state.finish()
     if summary.status == RUN_FAILED:
-        raise RunFailedError(summary, config.max_failed_shards or 0)
+        raise RunFailedError(summary)
     return summary
+
+
+class OtherConfigurationError(OutputError):
+    """The output's current run counted another input or configuration (see ``force``)."""
+
+
+def refuse_another_configuration(store: OutputStore, fingerprint: str) -> None:
+    """Refuse a count whose fingerprint differs from that of the output's current run: it would
+    become the output's next version, and ``freqscan diff`` would compare different datasets.
+
+    Raises:
+        OtherConfigurationError: They differ; the message lists how.
+    """
+    runs = store.runs().to_pylist() if store.exists() else []
+    if not any(r["status"] == RUN_SUCCEEDED for r in runs):
+        return  # no version yet
+    current = store.current_run()
+    differences = fingerprint_differences(current.get("fingerprint"), fingerprint)
+    if differences:
+        raise OtherConfigurationError(
+            f"{store.out}: its current version, run {current['run_id']}, counted another input "
+            f"or configuration: {'; '.join(differences)}. This count would become its next "
+            "version and `freqscan diff` would compare different datasets: count into another "
+            "--out, or pass --force to append it anyway"
+        )
 
 
 def _commit(
@@ -323,8 +353,17 @@ def _commit(
         for d in done
         if d.outcome.status != SHARD_OK
     ]
+    duplicates = find_duplicate_shards([(d.info.path, d.outcome.key_summary) for d in ok])
+    failures = []
     limit = config.max_failed_shards
-    run_failed = limit is not None and len(failed) > limit
+    if limit is not None and len(failed) > limit:
+        failures.append(f"{len(failed)} shard(s) failed, more than --max-failed-shards {limit}")
+    if duplicates and config.on_duplicate_shards == "fail":
+        failures.append(
+            f"{len(duplicates)} shard(s) hold sample keys of another shard "
+            f"(--on-duplicate-shards fail): {describe(duplicates)}"
+        )
+    run_failed = bool(failures)
     versions: dict[str, int] = {}
     if not run_failed:  # a failed run commits nothing; the previous run stays current
         per_shard = [(d.info.path, d.tally) for d in ok]
@@ -371,6 +410,8 @@ def _commit(
         shards_reused=reused,
         method=config.text.method,
         status=RUN_FAILED if run_failed else RUN_SUCCEEDED,
+        duplicate_shards=duplicates,
+        failure="; ".join(failures) or None,
     )
     store.append_run(
         run_row(
@@ -507,7 +548,8 @@ def _count_on_ray(
                 state.record(result)
                 done[result.info.path] = result
                 if progress is not None:
-                    progress.shard_done(shard.outcome.stats.samples_read)
+                    ok = shard.outcome.status == SHARD_OK
+                    progress.shard_done(shard.outcome.stats.samples_read if ok else 0, not ok)
     finally:
         if started_here:
             ray.shutdown()
@@ -549,7 +591,12 @@ def _add_tagging(
 
     cfg = image.config
     per = _gpus_per_tag_worker(cfg, gpus)
-    labels = ray.get(build_labels.options(num_gpus=1 if gpus else 0).remote(cfg, concepts))
+    try:
+        labels = ray.get(build_labels.options(num_gpus=1 if gpus else 0).remote(cfg, concepts))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, UserError):  # weights that cannot be fetched: one line
+            raise exc.cause from None
+        raise
     return ds.map_batches(
         ImageTagWorker,
         fn_constructor_kwargs={
@@ -623,6 +670,8 @@ def shards_table(done: list[ShardResult], tagged: bool, run_id: str) -> pa.Table
                 "images_skipped": list(o.images_skipped.items()) if tagged else None,
                 "text_and_image": t.text_and_image if tagged else None,
                 "misaligned_samples": t.misaligned if tagged else None,
+                "key_digest": o.key_summary.digest if o.key_summary else None,
+                "key_sketch": list(o.key_summary.sketch) if o.key_summary else None,
                 "run_id": run_id,
             }
         )
@@ -689,4 +738,5 @@ def run_row(
         "versions": json.dumps(_versions(spacy_info), sort_keys=True),
         "table_versions": json.dumps(summary.table_versions, sort_keys=True),
         "fingerprint": fingerprint,
+        "duplicate_shards": json.dumps([asdict(d) for d in summary.duplicate_shards]),
     }

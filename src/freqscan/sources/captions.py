@@ -1,7 +1,9 @@
 """Decode a raw caption, or say why the sample is skipped; shared by every reader.
 
 Captions are passed on unchanged (HTML, odd whitespace and all): cleaning is the text method's
-job, so that ``paper`` can keep the paper's quirks and ``normalized`` can fix them.
+job, so that ``paper`` can keep the paper's quirks and ``normalized`` can fix them. Only a leading
+byte-order mark goes: it is an encoding artifact, and spaCy would make it part of the first word
+(``"\\ufeffdog"`` is no ``dog``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def decode_caption(raw: bytes | str | None, max_chars: int) -> tuple[str | None,
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             return None, SKIP_INVALID_UTF8
+    raw = raw.removeprefix("\ufeff")  # from bytes or text: parquet text columns hold them too
     if not raw.strip():
         return None, SKIP_EMPTY_CAPTION
     if len(raw) > max_chars:

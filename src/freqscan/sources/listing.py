@@ -14,6 +14,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from freqscan.errors import UserError
 from freqscan.records import ShardInfo
 
 # The extension of a shard in each format; files without it are not shards (img2dataset writes
@@ -27,7 +28,7 @@ _MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated")
 _ETAG_KEYS = ("ETag", "etag")
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An input cannot be used: missing, matching nothing, or holding no shard of the format."""
 
 

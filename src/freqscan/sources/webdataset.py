@@ -2,6 +2,9 @@
 
 An img2dataset shard holds, per sample, ``<key>.jpg|png|webp``, ``<key>.txt`` (the caption) and
 ``<key>.json`` (url, caption, key, status...), the members of one sample next to each other.
+A member whose extension the current sample already has starts a new sample with the same key,
+so a sample written twice in a row (``k.txt k.jpg k.txt k.jpg``) is read as two samples and the
+caller counts the second as a duplicate key, as it does one that reappears later.
 Only the small text members are read into memory; image bytes are skipped as the stream passes,
 unless the caller asks for images (image tagging).
 """
@@ -9,7 +12,6 @@ unless the caller asks for images (image tagging).
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import lzma
 import re
@@ -45,7 +47,8 @@ def read_webdataset(
 ) -> Iterator[Sample]:
     """Yield one sample per key of a webdataset tar shard, in tar order.
 
-    A key that reappears after other keys is yielded again (the caller counts duplicates).
+    A key that reappears, after other keys or right after its own members, is yielded again
+    (the caller counts duplicates).
 
     Args:
         shard: The tar shard.
@@ -59,8 +62,8 @@ def read_webdataset(
             already have been yielded.
     """
     extensions = READ_EXTENSIONS | set(IMAGE_EXTENSIONS) if images else READ_EXTENSIONS
-    for key, members in itertools.groupby(_tar_members(shard, extensions), key=lambda m: m[0]):
-        data = {ext: content for _, ext, content in members if content is not None}
+    for key, members in _by_sample(_tar_members(shard, extensions)):
+        data = {ext: content for ext, content in members.items() if content is not None}
         yield _sample(key, data, config)
 
 
@@ -86,6 +89,25 @@ def check_webdataset(shard: ShardInfo) -> None:
         members.close()
 
 
+def _by_sample(
+    members: Iterator[_Member],
+) -> Iterator[tuple[str, dict[str, bytes | None]]]:
+    """Group consecutive members into samples: ``(key, extension -> bytes)`` in tar order.
+
+    A sample ends where the key changes or where an extension it already has comes again.
+    """
+    key = ""
+    group: dict[str, bytes | None] = {}
+    for member_key, ext, content in members:
+        if group and (member_key != key or ext in group):
+            yield key, group
+            group = {}
+        key = member_key
+        group[ext] = content
+    if group:
+        yield key, group
+
+
 def _sample(key: str, data: dict[str, bytes], config: SourceConfig) -> Sample:
     metadata, fields = _parse_json(data.get("json"))
     # The .txt member is the caption whenever present; the json's copy is a fallback.
@@ -107,7 +129,7 @@ def _parse_json(raw: bytes | None) -> tuple[str | None, dict[str, Any]]:
     if raw is None:
         return None, {}
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM is not part of the JSON
         fields = json.loads(text)
     except (ValueError, RecursionError):  # invalid UTF-8 or JSON, absurdly deep nesting
         return None, {}

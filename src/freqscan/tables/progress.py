@@ -10,6 +10,7 @@ Layout of ``OUT/_progress/<run_id>/``:
 The directory is removed once the run's ``runs`` row is committed. One left behind belongs to a
 run that died. A later run with the same fingerprint takes over its run id and its finished
 shards whose listing is unchanged, and reads only the rest; a shard that failed is read again.
+``freqscan gc`` (:mod:`freqscan.garbage`) removes the folders no run can take over.
 """
 
 from __future__ import annotations
@@ -75,6 +76,68 @@ class ShardResult:
         )
 
 
+@dataclass(frozen=True)
+class ProgressFolder:
+    """One run's folder under ``OUT/_progress``.
+
+    Args:
+        url: The folder (the output's path or URL, then ``_progress/<run_id>``).
+        run_id: The run it belongs to.
+        fingerprint: The run's fingerprint; ``None`` when its ``run.json`` is missing or
+            unreadable: the run died before writing it whole, and nothing of it can be trusted.
+        started_at: When the run started (ISO 8601); ``None`` with the fingerprint.
+        ended: The run is in the ``runs`` table (it committed, or failed): the folder is a
+            leftover.
+    """
+
+    url: str
+    run_id: str
+    fingerprint: str | None
+    started_at: str | None
+    ended: bool
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a run with the same fingerprint would take it over."""
+        return not self.ended and self.fingerprint is not None
+
+    def results(self) -> list[ShardResult]:
+        """The shards the run marked finished."""
+        fs, path = fsspec.core.url_to_fs(f"{self.url}/shards")
+        return _read_markers(fs, path)
+
+    def size(self) -> int:
+        """Bytes of the files in it."""
+        fs, path = fsspec.core.url_to_fs(self.url)
+        return fs.du(path) if fs.exists(path) else 0
+
+    def remove(self) -> None:
+        _remove(self.url)
+
+
+def progress_folders(out: str, ended_runs: Collection[str]) -> list[ProgressFolder]:
+    """The run folders under ``OUT/_progress``.
+
+    Args:
+        out: The output directory.
+        ended_runs: Run ids in the ``runs`` table.
+    """
+    fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{PROGRESS_DIR}")
+    folders = []
+    for entry in sorted(fs.ls(root, detail=False)) if fs.isdir(root) else []:
+        run_id = entry.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            meta = json.loads(fs.cat_file(f"{entry}/run.json"))
+            fingerprint, started_at = meta["fingerprint"], meta["started_at"]
+        except (FileNotFoundError, ValueError, KeyError):
+            fingerprint = started_at = None
+        ended = run_id in ended_runs
+        folders.append(
+            ProgressFolder(_run_dir(out, run_id), run_id, fingerprint, started_at, ended)
+        )
+    return folders
+
+
 @dataclass
 class RunProgress:
     """The markers of one run; see the module docstring.
@@ -117,34 +180,26 @@ class RunProgress:
             shards: The shards as listed now; a marker counts only if its shard is unchanged.
             ended_runs: Run ids already in the ``runs`` table (their markers are leftovers).
         """
-        fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{PROGRESS_DIR}")
         unfinished = []
-        for entry in sorted(fs.ls(root, detail=False)) if fs.isdir(root) else []:
-            previous = entry.rstrip("/").rsplit("/", 1)[-1]
-            if previous in ended_runs:
-                fs.rm(entry, recursive=True)  # the run committed but died before cleaning up
-                continue
-            try:
-                meta = json.loads(fs.cat_file(f"{entry}/run.json"))
-            except (FileNotFoundError, ValueError):
-                continue  # died before its run.json was complete: nothing of it can be trusted
-            if meta["fingerprint"] == fingerprint:
-                unfinished.append((meta["started_at"], previous))
-            else:
+        for folder in progress_folders(out, ended_runs):
+            if folder.ended:
+                folder.remove()  # the run committed but died before cleaning up
+            elif folder.fingerprint == fingerprint:
+                unfinished.append(folder)
+            elif folder.fingerprint is not None:
                 logger.warning(
-                    "%s/%s: an unfinished run with another configuration; not resumed",
-                    root,
-                    previous,
+                    "%s: an unfinished run with another configuration; not resumed", folder.url
                 )
         if unfinished:
-            started, previous = max(unfinished)
+            previous = max(unfinished, key=lambda f: (f.started_at, f.run_id))
             listed = {s.path: s for s in shards}
             finished = {
                 r.info.path: r
-                for r in _read_markers(fs, f"{root}/{previous}/shards")
+                for r in previous.results()
                 if r.outcome.status == SHARD_OK and listed.get(r.info.path) == r.info
             }
-            return cls(out, previous, datetime.fromisoformat(started), finished)
+            return cls(out, previous.run_id, datetime.fromisoformat(previous.started_at), finished)
+        fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{PROGRESS_DIR}")
         progress = cls(out, run_id, datetime.now(UTC), {})
         fs.makedirs(f"{root}/{run_id}/shards", exist_ok=True)
         meta = {"fingerprint": fingerprint, "started_at": progress.started_at.isoformat()}
@@ -158,13 +213,17 @@ class RunProgress:
 
     def finish(self) -> None:
         """Remove the markers once the run's ``runs`` row is committed."""
-        fs, path = fsspec.core.url_to_fs(self._dir)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        _remove(self._dir)
 
 
 def _run_dir(out: str, run_id: str) -> str:
     return f"{out.rstrip('/')}/{PROGRESS_DIR}/{run_id}"
+
+
+def _remove(url: str) -> None:
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _read_markers(fs: fsspec.AbstractFileSystem, path: str) -> list[ShardResult]:

@@ -130,6 +130,11 @@ SHARDS = pa.schema(
         ("images_skipped", pa.map_(pa.string(), pa.int64())),
         ("text_and_image", pa.int64()),
         ("misaligned_samples", pa.int64()),
+        # Summary of the counted sample keys (counting/duplicates.py KeySummary), so a later run
+        # finds shards holding the same samples; null for a failed shard, one with row-index
+        # keys or none counted, and in older outputs.
+        ("key_digest", pa.string()),
+        ("key_sketch", pa.list_(pa.int64())),
         ("run_id", pa.string()),
     ]
 )
@@ -171,6 +176,9 @@ RUNS = pa.schema(
         ("table_versions", pa.string()),
         # Everything that decides the counts, as JSON (RunPlan.fingerprint); a recount compares it.
         ("fingerprint", pa.string()),
+        # Shards holding sample keys of an earlier-listed shard, as a JSON list of
+        # {shard, duplicates_of, same_keys}; null for runs that did not compare (older outputs).
+        ("duplicate_shards", pa.string()),
     ]
 )
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,10 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake.transaction import AddAction, create_table_with_add_actions
+from fsspec.implementations.local import LocalFileSystem
 
+from freqscan.config import absolute_location
+from freqscan.errors import UserError
 from freqscan.storage import delta_storage_options
 from freqscan.tables.schemas import RUNS, TABLES
 
@@ -38,7 +43,7 @@ RUN_SUCCEEDED = "succeeded"
 RUN_FAILED = "failed"
 
 
-class OutputError(RuntimeError):
+class OutputError(UserError, RuntimeError):
     """The output directory does not hold what was asked for."""
 
 
@@ -59,13 +64,21 @@ class DataFile:
     num_rows: int
 
 
-def _absolute(out: str) -> str:
-    return out if "://" in out else os.path.abspath(out)
+def _missing_directories(path: str) -> list[str]:
+    """``path`` and its ancestors that do not exist, deepest first."""
+    missing = []
+    while path and not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
 
 
 def write_data_file(out: str, table: str, filename: str, data: pa.Table) -> DataFile:
     """Write ``data`` as ``OUT/<table>/<filename>``; safe to call from a worker, idempotent."""
-    uri = f"{_absolute(out).rstrip('/')}/{table}/{filename}"
+    uri = f"{absolute_location(out).rstrip('/')}/{table}/{filename}"
     fs, path = fsspec.core.url_to_fs(uri)
     fs.makedirs(fs._parent(path), exist_ok=True)
     with fs.open(path, "wb") as fh:
@@ -81,7 +94,7 @@ class OutputStore:
     """
 
     def __init__(self, out: str) -> None:
-        self.out = _absolute(out)
+        self.out = absolute_location(out)
 
     def table_uri(self, name: str) -> str:
         return f"{self.out.rstrip('/')}/{name}"
@@ -96,6 +109,34 @@ class OutputStore:
 
     def exists(self) -> bool:
         return self._is_table("runs")
+
+    def check_writable(self) -> None:
+        """Refuse an output nothing can be written to, before any work starts.
+
+        Writes and removes a probe file (creating the directory on a local disk), so that a
+        read-only mount, a path under a file or a bucket without write access is refused at
+        once rather than after the count.
+
+        Raises:
+            OutputError: The probe cannot be written.
+        """
+        fs, root = fsspec.core.url_to_fs(self.out)
+        root = root.rstrip("/")
+        probe = f"{root}/_write_check-{secrets.token_hex(4)}"
+        # Object stores have no directories to make. Local ones made here are removed again:
+        # a run refused later (a bad concept file) leaves no trace.
+        made = []
+        try:
+            if isinstance(fs, LocalFileSystem):
+                made = _missing_directories(root)
+                fs.makedirs(root, exist_ok=True)
+            fs.pipe_file(probe, b"")
+            fs.rm_file(probe)
+            for directory in made:
+                os.rmdir(directory)
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise OutputError(f"--out {self.out}: cannot write there ({reason})") from None
 
     def commit_files(self, name: str, files: list[DataFile]) -> int:
         """Make ``files`` the whole content of table ``name``; returns the new version."""
@@ -131,6 +172,28 @@ class OutputStore:
                 ["path", "size_bytes", "modification_time", "num_records"]
             ).to_pylist()
         ]
+
+    def unreferenced_files(self, name: str) -> list[str]:
+        """Files under table ``name`` that no version of it references, relative to its root:
+        what a run that died, or failed, left uncommitted. Every file of every version in the
+        log is referenced, not only the latest's, so older runs stay readable."""
+        if not self._is_table(name):
+            # No version yet (the first run writing it died or failed): none is referenced.
+            # Hidden names are left alone, as vacuum leaves them (a half-made _delta_log).
+            fs, root = fsspec.core.url_to_fs(self.table_uri(name))
+            found = (posixpath.relpath(path, root) for path in fs.find(root))
+            return [p for p in found if not any(part[0] in "_." for part in p.split("/"))]
+        table = self._table(name)
+        versions = [h["version"] for h in table.history()]
+        # deltalake's vacuum, listing only: "full" lists every file the log does not mention,
+        # retention 0 ignores the files' age, keep_versions keeps every version's files.
+        return table.vacuum(
+            retention_hours=0,
+            dry_run=True,
+            enforce_retention_duration=False,
+            full=True,
+            keep_versions=versions,
+        )
 
     def replace(self, name: str, data: pa.Table) -> int:
         """Replace table ``name`` with ``data`` in one commit; returns the new version."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from freqscan.errors import UserError
+
 if TYPE_CHECKING:
     from spacy.language import Language
 
@@ -32,7 +34,7 @@ _INSTALL_HINT = (
 )
 
 
-class SpacyPipelineError(RuntimeError):
+class SpacyPipelineError(UserError, RuntimeError):
     """No usable spaCy pipeline; the message names what was tried and how to install one."""
 
 
