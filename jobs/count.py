@@ -16,16 +16,16 @@ from __future__ import annotations
 import sys
 
 from _status import run_job
-from rich.console import Console
 
 from freqscan.cli import parse_count_args
 from freqscan.runtime.pipeline import run_count
 from freqscan.runtime.progress import RichProgress
+from freqscan.terminal import err
 
 
 def count(argv: list[str]) -> dict[str, object]:
     config = parse_count_args(argv)
-    with RichProgress(Console(stderr=True)) as progress:
+    with RichProgress(err) as progress:
         summary = run_count(config, progress)
     return {
         "status": "succeeded",

@@ -91,7 +91,7 @@ class FaultAfter:
     def start(self, shards: int, done: int = 0) -> None:
         self.total, self.done = shards, done
 
-    def shard_done(self, samples_read: int) -> None:
+    def shard_done(self, samples_read: int, failed: bool = False) -> None:
         self.done += 1
         if self.fired_at is None and self.done >= self.after:
             self.fired_at = self.done
@@ -165,9 +165,9 @@ def test_a_killed_tagging_actor_changes_nothing(cluster, tagged, tmp_path, monke
             super().start(shards, done)
             fault.start(shards, done)
 
-        def shard_done(self, samples_read: int) -> None:
-            super().shard_done(samples_read)
-            fault.shard_done(samples_read)
+        def shard_done(self, samples_read: int, failed: bool = False) -> None:
+            super().shard_done(samples_read, failed)
+            fault.shard_done(samples_read, failed)
 
     monkeypatch.setattr("freqscan.runtime.progress.RichProgress", ProgressWithFault)
     out = tmp_path / "out"

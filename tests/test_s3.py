@@ -135,7 +135,8 @@ def test_counts_from_s3_equal_the_local_count(runs):
 def test_a_second_run_to_the_same_s3_output_becomes_current(runs, s3):
     out = f"s3://{BUCKET}/out/pq"
     before = run_query(out, "SELECT count(*) AS n FROM runs").to_pylist()[0]["n"]
-    cli("count", "--input", f"s3://{BUCKET}/captions", "--out", out)
+    # The same count again (another input or configuration would be refused without --force).
+    cli("count", "--input", f"s3://{BUCKET}/captions", "--out", out, "--dataset-name", "s3-test")
     assert run_query(out, "SELECT count(*) AS n FROM runs").to_pylist()[0]["n"] == before + 1
     assert _frequencies(out) == _frequencies(runs["local"])
     # Every commit was a new log entry: none was overwritten (deltalake's conditional put).

@@ -2,10 +2,10 @@
 
 Every score at or above the run's floor is stored per sample in ``hits``, so the image and
 integrated counts (and the misalignment) at any threshold >= the floor follow from them alone.
-The new counts go through the same :func:`~freqscan.counting.tally.tally` a count run uses and
-are committed as a new run (``kind = rethreshold``) that shares the parent's ``hits`` version.
-Each hits file holds exactly one shard, so shards are re-counted one file at a time and memory
-stays bounded by the largest shard.
+The new counts go through the same :func:`~freqscan.counting.reduce.tally_columns` a count run
+uses and are committed as a new run (``kind = rethreshold``) that shares the parent's ``hits``
+version. Each hits file holds exactly one shard, so shards are re-counted one file at a time and
+memory stays bounded by the largest shard.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import pyarrow.dataset as pads
 
 from freqscan.concepts import Concept, ConceptSet
 from freqscan.config import CountConfig
-from freqscan.counting.tally import ShardTally, Thresholds, tally
+from freqscan.counting.reduce import tally_columns
+from freqscan.counting.tally import ShardTally, Thresholds
 from freqscan.fingerprint import with_threshold
 from freqscan.records import SHARD_OK
 from freqscan.tables.build import (
@@ -157,10 +158,10 @@ def _tally_file(fragment: pads.Fragment, thresholds: Thresholds) -> tuple[str | 
     shards = set(table.column("shard").to_pylist())
     if len(shards) != 1:
         raise OutputError(f"{fragment.path}: a hits file holds {len(shards)} shards, not one")
-    counted = tally(
-        table.column("text_concept_ids").to_pylist(),
-        table.column("image_concept_ids").to_pylist(),
-        table.column("image_scores").to_pylist(),
+    counted = tally_columns(
+        table.column("text_concept_ids"),
+        table.column("image_concept_ids"),
+        table.column("image_scores"),
         thresholds,
     )
     return shards.pop(), counted

@@ -6,8 +6,10 @@
 - misaligned samples at t: text and image each have at least one concept, yet share none
   (misalignment degree = misaligned samples / samples scanned, summed over shards first).
 
-A count run and ``freqscan rethreshold`` both go through :func:`tally`, on the same stored float32
-scores, so re-thresholding gives exactly what a fresh run at that threshold gives.
+:func:`tally` is the readable specification, one sample at a time. A count run and ``freqscan
+rethreshold`` both count with :func:`~freqscan.counting.reduce.tally_columns`, its vectorised
+equal, on the same stored float32 scores, so re-thresholding gives exactly what a fresh run at
+that threshold gives.
 """
 
 from __future__ import annotations
